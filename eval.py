@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint: top-1, top-5, loss, per-class accuracy, confusion matrix.
+
+    python eval.py --ckpt runs/train/best.ckpt --data_dir data/cifar10
+    python eval.py --ckpt resnet50_cifar10.ckpt --model resnet50 --num_classes 10 --data_dir data/cifar10
+"""
+import argparse
+import json
+import os
+import sys
+
+from resnet_ms.errors import run_cli
+from resnet_ms.inference import evaluate_checkpoint
+from resnet_ms.plots import plot_confusion
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt", required=True, help="checkpoint file (resnet_ms or plain weights)")
+    p.add_argument("--data_dir", required=True, help="CIFAR-10 folder or image folder data set")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--dataset", choices=["cifar10", "imagefolder"], help="default: the checkpoint's")
+    p.add_argument("--model", help="for plain-weights checkpoints: resnet18 ... resnet152")
+    p.add_argument("--num_classes", type=int, default=0, help="for plain-weights checkpoints")
+    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--limit_batches", type=int, default=0, help="0: the whole split")
+    p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--output_dir", help="where metrics.json and the confusion PNG go "
+                   "(default: the checkpoint's folder)")
+    a = p.parse_args(argv)
+    from resnet_ms.runtime import init_context
+    from resnet_ms.errors import UserError
+    if a.batch_size < 1:
+        raise UserError(f"--batch_size {a.batch_size}: must be at least 1")
+    init_context()
+    r = evaluate_checkpoint(a.ckpt, a.data_dir, a.split, a.dataset, a.model, a.num_classes,
+                            a.batch_size, a.limit_batches, a.num_workers)
+    out = a.output_dir or os.path.dirname(os.path.abspath(a.ckpt))
+    os.makedirs(out, exist_ok=True)
+    stem = f"eval_{a.split}"
+    width = max(len(c) for c in r["class_names"])
+    print(f"{r['model']} on {a.split} ({r['images']} images): top-1 {r['top1']:.4f}  "
+          f"top-5 {r['top5']:.4f}  loss {r['loss']:.4f}")
+    for name, acc in r["per_class"].items():
+        print(f"  {name:<{width}}  {acc:.4f}")
+    summary = {k: r[k] for k in ("checkpoint", "model", "epoch", "split", "images", "top1", "top5", "loss", "per_class")}
+    summary["confusion"] = r["confusion"].tolist()
+    with open(os.path.join(out, f"{stem}_metrics.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    png = plot_confusion(r["confusion"], r["class_names"], os.path.join(out, f"{stem}_confusion.png"))
+    print(f"wrote {os.path.join(out, stem + '_metrics.json')} and {png}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,220 @@
+"""Data: CIFAR-10 (official binary layout) and folder-per-class image sets.
+
+Every split is a list of sample indices into a `mindspore.dataset` leaf
+(`Cifar10Dataset` or `ImageFolderDataset`) read through a `SubsetSampler`.
+That one mechanism gives the held-out validation split, a per-epoch shuffle
+that is a pure function of (seed, epoch) so a resumed run sees the same order,
+`--limit_*` trials, and the per-rank shards of distributed training.
+"""
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UserError
+from .fetch import extract_tar, fetch_file
+
+CIFAR10_URL = ("https://mindspore-website.obs.cn-north-4.myhuaweicloud.com/"
+               "notebook/datasets/cifar-10-binary.tar.gz")
+CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"  # the official cifar-10-binary.tar.gz
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+CIFAR10_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+CIFAR10_RECORD = 1 + 32 * 32 * 3  # label byte, then R, G, B planes
+CIFAR10_FILE_BYTES = 10000 * CIFAR10_RECORD
+# Per-channel statistics of the CIFAR-10 training images (for training from scratch).
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+# ImageNet statistics: what ImageNet-pretrained weights expect.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG", ".BMP")
+DATASETS = ("cifar10", "imagefolder")
+
+
+# ---------------------------------------------------------------- CIFAR-10 files
+
+def check_cifar10(folder):
+    """All six batch files, each of the exact size, every label below 10."""
+    for name in CIFAR10_FILES:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: missing; a CIFAR-10 folder needs {', '.join(CIFAR10_FILES)}")
+        size = os.path.getsize(path)
+        if size != CIFAR10_FILE_BYTES:
+            raise UserError(f"{path}: {size} bytes, expected {CIFAR10_FILE_BYTES} "
+                            "(truncated or not CIFAR-10 binary); replace it")
+        labels = np.memmap(path, np.uint8, "r")[::CIFAR10_RECORD]
+        if labels.max() >= 10:
+            raise UserError(f"{path}: label {int(labels.max())} found, CIFAR-10 labels are 0-9; "
+                            "the file is damaged or not CIFAR-10")
+    return folder
+
+
+def locate_cifar10(data_dir, data_url=CIFAR10_URL):
+    """The folder holding CIFAR-10's batch files, downloading it if absent.
+
+    `data_dir` may be that folder itself or its parent (where the official
+    archive unpacks `cifar-10-batches-bin/`). An existing folder is used as
+    is, after `check_cifar10`.
+    """
+    for folder in (data_dir, os.path.join(data_dir, "cifar-10-batches-bin")):
+        if os.path.isfile(os.path.join(folder, CIFAR10_FILES[0])):
+            return check_cifar10(folder)
+    if not data_url:
+        raise UserError(f"--data_dir {data_dir}: no CIFAR-10 binary files there and no --data_url to fetch them from")
+    os.makedirs(data_dir, exist_ok=True)
+    archive = os.path.join(data_dir, "cifar-10-binary.tar.gz")
+    # The official archive has a known MD5; another URL is checked by structure.
+    checksum = f"md5:{CIFAR10_MD5}" if data_url == CIFAR10_URL else None
+    try:
+        fetch_file(data_url, archive, checksum)
+    except UserError as e:
+        raise UserError(f"{e} (or pass --data_dir to a folder holding cifar-10-batches-bin/)") from None
+    folder = extract_tar(archive, data_dir, "cifar-10-batches-bin")
+    return check_cifar10(folder)
+
+
+# ---------------------------------------------------------------- sources and splits
+
+@dataclass
+class DataSource:
+    """Where each split's samples come from, as index lists into a leaf dataset."""
+    kind: str
+    root: str
+    class_names: tuple
+    splits: dict = field(default_factory=dict)  # split -> (folder, usage, indices)
+
+    def indices(self, split):
+        if split not in self.splits:
+            raise UserError(f"{self.root}: no {split!r} split here (have: {', '.join(self.splits)})")
+        return self.splits[split][2]
+
+    def leaf(self, split, indices, workers):
+        import mindspore.dataset as ds
+        folder, usage, _ = self.splits[split]
+        sampler = ds.SubsetSampler(np.asarray(indices, dtype=np.int64).tolist())
+        if self.kind == "cifar10":
+            return ds.Cifar10Dataset(folder, usage=usage, sampler=sampler,
+                                     num_parallel_workers=workers)
+        return ds.ImageFolderDataset(folder, sampler=sampler, decode=True,
+                                     extensions=list(IMAGE_EXTENSIONS),
+                                     class_indexing={c: i for i, c in enumerate(self.class_names)},
+                                     num_parallel_workers=workers)
+
+
+def split_indices(n, val_split, seed):
+    """Deterministic (train, val) index arrays; val_split is a fraction (<1) or a count."""
+    n_val = int(round(val_split * n)) if val_split < 1 else int(val_split)
+    if not 0 <= n_val < n:
+        raise UserError(f"--val_split {val_split}: must leave training images (there are {n})")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _class_folders(folder):
+    return sorted(d for d in os.listdir(folder)
+                  if not d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
+
+
+def _count_images(folder, class_names):
+    total = 0
+    for c in class_names:
+        n = sum(1 for f in os.listdir(os.path.join(folder, c)) if f.endswith(IMAGE_EXTENSIONS))
+        if n == 0:
+            raise UserError(f"{os.path.join(folder, c)}: class folder has no images")
+        total += n
+    return total
+
+
+def open_source(dataset, data_dir, val_split=0.1, seed=0, data_url=CIFAR10_URL):
+    """Find (or download) the data and fix its train/val/test index lists.
+
+    Validation is held out of the training data (deterministic in `seed`);
+    an image folder's own `val/` is used instead when it has one.
+    `val_split=0` leaves no validation split: selection then falls to the test split.
+    """
+    if dataset == "cifar10":
+        folder = locate_cifar10(data_dir, data_url)
+        train, val = split_indices(50000, val_split, seed)
+        src = DataSource("cifar10", folder, CIFAR10_CLASSES)
+        src.splits["train"] = (folder, "train", train)
+        if len(val):
+            src.splits["val"] = (folder, "train", val)
+        src.splits["test"] = (folder, "test", np.arange(10000))
+        return src
+    if dataset != "imagefolder":
+        raise UserError(f"--dataset {dataset}: choose one of {', '.join(DATASETS)}")
+    train_dir = os.path.join(data_dir, "train")
+    if not os.path.isdir(train_dir):
+        raise UserError(f"--data_dir {data_dir}: no train/ folder; an image folder data set is "
+                        "train/<class>/*.jpg with val/<class>/ or test/<class>/ beside it")
+    classes = tuple(_class_folders(train_dir))
+    if len(classes) < 2:
+        raise UserError(f"{train_dir}: {len(classes)} class folder(s); need at least two")
+    src = DataSource("imagefolder", data_dir, classes)
+    n = _count_images(train_dir, classes)
+    has_val = os.path.isdir(os.path.join(data_dir, "val"))
+    train, val = (np.arange(n), []) if has_val else split_indices(n, val_split, seed)
+    src.splits["train"] = (train_dir, None, train)
+    if len(val):
+        src.splits["val"] = (train_dir, None, val)
+    for split in ("val", "test") if has_val else ("test",):
+        folder = os.path.join(data_dir, split)
+        if os.path.isdir(folder):
+            if tuple(_class_folders(folder)) != classes:
+                raise UserError(f"{folder}: class folders differ from those of {train_dir}")
+            src.splits[split] = (folder, None, np.arange(_count_images(folder, classes)))
+    return src
+
+
+# ---------------------------------------------------------------- transforms and loaders
+
+def image_transforms(kind, train, image_size, mean, std):
+    """The per-image ops. Rescale(1/255) and Normalize are folded into one
+    Normalize on 0-255 values: the same numbers, one pass over the pixels fewer."""
+    import mindspore.dataset.vision as V
+    ops = []
+    if kind == "cifar10":
+        if train:  # the course's augmentation for 32 px images
+            ops += [V.RandomCrop(32, padding=4), V.RandomHorizontalFlip()]
+        if image_size != 32:
+            ops.append(V.Resize(image_size))
+    elif train:
+        ops += [V.RandomResizedCrop(image_size), V.RandomHorizontalFlip()]
+    else:  # the usual ImageNet evaluation: resize by 256/224, centre crop
+        ops += [V.Resize(round(image_size * 256 / 224)), V.CenterCrop(image_size)]
+    ops += [V.Normalize([255 * m for m in mean], [255 * s for s in std]), V.HWC2CHW()]
+    return ops
+
+
+def epoch_order(indices, seed, epoch):
+    """The training order of one epoch: a pure function of (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(indices)
+
+
+def make_loader(source, split, batch_size, image_size, mean, std, *, train=False,
+                seed=0, epoch=0, limit_batches=None, shard=(0, 1), workers=2):
+    """A batched dataset of (float32 NCHW image, int32 label) for one split/epoch.
+
+    Training shuffles with `epoch_order` and drops the last partial batch
+    (a fixed shape avoids recompiling the graph); evaluation keeps every image.
+    `shard=(rank, world)` gives each rank a disjoint share of equal size.
+    """
+    import mindspore as ms
+    import mindspore.dataset as ds
+    import mindspore.dataset.transforms as T
+    indices = source.indices(split)
+    if train:
+        indices = epoch_order(indices, seed, epoch)
+    rank, world = shard
+    if world > 1:  # equal shares: every rank must run the same number of steps
+        indices = indices[:len(indices) // world * world][rank::world]
+    if limit_batches:
+        indices = indices[:limit_batches * batch_size]
+    if train:
+        ds.config.set_seed(seed * 1000 + epoch)  # the random crops and flips of this epoch
+    data = source.leaf(split, indices, workers)
+    data = data.map(image_transforms(source.kind, train, image_size, mean, std),
+                    input_columns="image", num_parallel_workers=workers)
+    data = data.map(T.TypeCast(ms.int32), input_columns="label")
+    return data.batch(batch_size, drop_remainder=train)

@@ -1,0 +1,148 @@
+"""The training and evaluation engine: schedule, optimizer, steps, epochs.
+
+Plain functions in the style of torchvision's reference script; the step is
+MindSpore's `value_and_grad` under `jit` (one compiled graph per step).
+"""
+import math
+import sys
+import time
+
+import numpy as np
+
+import mindspore as ms
+from mindspore import nn, ops
+
+
+def cosine_lr(max_lr, min_lr, total_steps, warmup_steps=0):
+    """Learning rate of every step: linear warm-up to max_lr, cosine decay to min_lr.
+
+    Warm-up step s (0-based) uses max_lr * (s + 1) / warmup_steps, so the
+    first step is never 0; decay covers the remaining steps and its last
+    step lands exactly on min_lr.
+    """
+    lrs = [max_lr * (s + 1) / warmup_steps for s in range(min(warmup_steps, total_steps))]
+    decay = total_steps - len(lrs)
+    for s in range(decay):
+        progress = s / (decay - 1) if decay > 1 else 1.0
+        lrs.append(min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress)))
+    return lrs
+
+
+def build_optimizer(net, lrs, momentum=0.9, weight_decay=1e-4):
+    """nn.Momentum with weight decay on conv and dense weights only.
+
+    Decaying BatchNorm's gamma/beta and biases pulls them towards 0 for no
+    regularising benefit (Goyal et al. 2017; Jia et al. 2018).
+    """
+    params = net.trainable_params()
+    decay = [p for p in params if p.name.endswith("weight")]
+    rest = [p for p in params if not p.name.endswith("weight")]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": rest, "weight_decay": 0.0}]
+    return nn.Momentum(groups, learning_rate=ms.Tensor(np.asarray(lrs, np.float32)),
+                       momentum=momentum)
+
+
+def make_train_step(net, loss_fn, optimizer, loss_scaler=None, grad_reducer=None):
+    """A compiled step: (images, labels) -> (loss, correct predictions).
+
+    With a loss scaler (mixed precision on GPU/Ascend) the loss is scaled
+    before differentiation, gradients are unscaled, and a step whose
+    gradients overflowed is skipped while the scale adapts.
+    `grad_reducer` all-reduces gradients in data-parallel training.
+    """
+    def forward(images, labels):
+        logits = net(images)
+        loss = loss_fn(logits.astype(ms.float32), labels)
+        if loss_scaler is not None:
+            return loss_scaler.scale(loss), logits
+        return loss, logits
+
+    grad_fn = ms.value_and_grad(forward, None, optimizer.parameters, has_aux=True)
+
+    @ms.jit
+    def step(images, labels):
+        (loss, logits), grads = grad_fn(images, labels)
+        if grad_reducer is not None:
+            grads = grad_reducer(grads)
+        if loss_scaler is not None:
+            loss = loss_scaler.unscale(loss)
+            finite = ms.amp.all_finite(grads)
+            if finite:
+                optimizer(loss_scaler.unscale(grads))
+            loss_scaler.adjust(finite)
+        else:
+            optimizer(grads)
+        correct = (logits.argmax(1) == labels).astype(ms.int32).sum()
+        return loss, correct
+
+    return step
+
+
+def make_eval_step(net):
+    @ms.jit
+    def step(images):
+        return net(images).astype(ms.float32)
+    return step
+
+
+def _progress(iterable, total, desc):
+    if not sys.stderr.isatty():  # no bar in logs and pipes
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def train_one_epoch(step, net, loader, desc="train", skip_first=False):
+    """Runs one epoch; returns loss, accuracy, images and images/s.
+
+    Images/s leaves out the first step when `skip_first` (it includes graph
+    compilation) and counts only time inside this loop.
+    """
+    net.set_train(True)
+    loss_sum, correct, seen = 0.0, 0, 0
+    timed_images, start = 0, time.perf_counter()
+    for i, (images, labels) in enumerate(_progress(loader.create_tuple_iterator(num_epochs=1),
+                                                   loader.get_dataset_size(), desc)):
+        loss, ok = step(images, labels)
+        n = images.shape[0]
+        loss_sum += float(loss.asnumpy()) * n
+        correct += int(ok.asnumpy())
+        seen += n
+        if i == 0 and skip_first:
+            start = time.perf_counter()
+        else:
+            timed_images += n
+    elapsed = time.perf_counter() - start
+    return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1), "images": seen,
+            "images_per_s": timed_images / elapsed if elapsed > 0 and timed_images else float("nan")}
+
+
+def evaluate(eval_step, net, loader, num_classes, desc="eval", keep_logits=False):
+    """Top-1, top-5, mean cross-entropy and the confusion matrix over `loader`."""
+    net.set_train(False)
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    loss_sum, top5, seen, all_logits = 0.0, 0, 0, []
+    for images, labels in _progress(loader.create_tuple_iterator(num_epochs=1),
+                                    loader.get_dataset_size(), desc):
+        logits = eval_step(images).asnumpy().astype(np.float64)
+        y = labels.asnumpy()
+        shifted = logits - logits.max(1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+        loss_sum += -log_probs[np.arange(len(y)), y].sum()
+        k = min(5, num_classes)
+        top5 += (np.argsort(-logits, 1)[:, :k] == y[:, None]).any(1).sum()
+        np.add.at(confusion, (y, logits.argmax(1)), 1)
+        seen += len(y)
+        if keep_logits:
+            all_logits.append(logits)
+    out = {"loss": loss_sum / max(seen, 1), "top1": np.trace(confusion) / max(seen, 1),
+           "top5": top5 / max(seen, 1), "images": seen, "confusion": confusion}
+    if keep_logits:
+        out["logits"] = np.concatenate(all_logits) if all_logits else np.zeros((0, num_classes))
+    return out
+
+
+def per_class_accuracy(confusion):
+    totals = confusion.sum(1)
+    return np.where(totals > 0, np.diag(confusion) / np.maximum(totals, 1), np.nan)

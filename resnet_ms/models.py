@@ -1,0 +1,183 @@
+"""ResNet-18/34/50/101/152 as MindSpore cells.
+
+Parameter names follow the MindSpore course ("ResNet-50 image classification"),
+so that its checkpoint `resnet50_224_new.ckpt` loads tensor for tensor:
+`conv1`, `norm`, `layerL.B.convK`, `layerL.B.normK`, `layerL.0.down_sample.{0,1}`,
+`fc`. Two bugs of the course's code are not carried over: its basic block shared
+one BatchNorm between both convolutions (and built conv2 with the input width,
+so ResNet-18/34 crashed at layer2), and its `nn.AvgPool2d()` had a 1x1 kernel,
+so the head only worked at 32 px. Here the head is a global average.
+"""
+from mindspore import nn
+from mindspore.common.initializer import HeNormal, Zero
+
+# Convolutions: He-normal on fan-out, as in the ResNet paper's code; the course
+# used Normal(0.02), which trains far slower from scratch.
+_CONV_INIT = HeNormal(mode="fan_out", nonlinearity="relu")
+
+
+def conv(in_ch, out_ch, kernel, stride=1):
+    # pad_mode='same' is the course's convention, so its weights give its numbers.
+    return nn.Conv2d(in_ch, out_ch, kernel_size=kernel, stride=stride,
+                     pad_mode="same", has_bias=False, weight_init=_CONV_INIT)
+
+
+def norm(channels, zero_gamma=False):
+    # zero_gamma starts a residual branch as the identity (Goyal et al. 2017).
+    return nn.BatchNorm2d(channels, momentum=0.9,
+                          gamma_init=Zero() if zero_gamma else "ones")
+
+
+class ResidualBlockBase(nn.Cell):
+    """Basic block of ResNet-18/34: two 3x3 convolutions, each with its own BN."""
+    expansion = 1
+
+    def __init__(self, in_channel, out_channel, stride=1, down_sample=None,
+                 zero_init_residual=False):
+        super().__init__()
+        self.conv1 = conv(in_channel, out_channel, 3, stride)
+        self.norm1 = norm(out_channel)
+        self.conv2 = conv(out_channel, out_channel, 3)
+        self.norm2 = norm(out_channel, zero_init_residual)
+        self.relu = nn.ReLU()
+        self.down_sample = down_sample
+
+    def construct(self, x):
+        identity = x if self.down_sample is None else self.down_sample(x)
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return self.relu(out + identity)  # not `+=`: in-place add does not export
+
+
+class Bottleneck(nn.Cell):
+    """Bottleneck of ResNet-50/101/152: 1x1 reduce, 3x3 (carries the stride), 1x1 expand x4."""
+    expansion = 4
+
+    def __init__(self, in_channel, out_channel, stride=1, down_sample=None,
+                 zero_init_residual=False):
+        super().__init__()
+        wide = out_channel * self.expansion
+        self.conv1 = conv(in_channel, out_channel, 1)
+        self.norm1 = norm(out_channel)
+        self.conv2 = conv(out_channel, out_channel, 3, stride)
+        self.norm2 = norm(out_channel)
+        self.conv3 = conv(out_channel, wide, 1)
+        self.norm3 = norm(wide, zero_init_residual)
+        self.relu = nn.ReLU()
+        self.down_sample = down_sample
+
+    def construct(self, x):
+        identity = x if self.down_sample is None else self.down_sample(x)
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.relu(self.norm2(self.conv2(out)))
+        out = self.norm3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+ResidualBlock = Bottleneck  # the course's name for the bottleneck block
+
+
+def make_layer(last_out_channel, block, channel, block_nums, stride=1,
+               zero_init_residual=False):
+    """One stage: `block_nums` blocks, the first one changing stride/width.
+
+    The shortcut gets a 1x1 conv + BN exactly when the shape changes.
+    """
+    out_channel = channel * block.expansion
+    down_sample = None
+    if stride != 1 or last_out_channel != out_channel:
+        down_sample = nn.SequentialCell([conv(last_out_channel, out_channel, 1, stride),
+                                         norm(out_channel)])
+    layers = [block(last_out_channel, channel, stride, down_sample, zero_init_residual)]
+    layers += [block(out_channel, channel, zero_init_residual=zero_init_residual)
+               for _ in range(1, block_nums)]
+    return nn.SequentialCell(layers)
+
+
+class ResNet(nn.Cell):
+    """ResNet with a global-average head; runs at any input size >= 32 px.
+
+    stem="imagenet": 7x7 stride-2 conv + 3x3 stride-2 max-pool (the paper's,
+    and the pretrained weights'). stem="cifar": 3x3 stride-1 conv and no
+    max-pool, so 32 px images keep a 4x4 map at layer4 instead of 1x1.
+    """
+
+    def __init__(self, block, layer_nums, num_classes=1000, stem="imagenet",
+                 zero_init_residual=False):
+        super().__init__()
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', not {stem!r}")
+        self.stem = stem
+        self.num_classes = num_classes
+        if stem == "imagenet":
+            self.conv1 = conv(3, 64, 7, 2)
+            self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
+        else:
+            self.conv1 = conv(3, 64, 3, 1)
+            self.max_pool = nn.Identity()
+        self.norm = norm(64)
+        self.relu = nn.ReLU()
+        widths, channels = (64, 128, 256, 512), 64
+        stages = []
+        for i, (width, n) in enumerate(zip(widths, layer_nums)):
+            stages.append(make_layer(channels, block, width, n, 1 if i == 0 else 2,
+                                     zero_init_residual))
+            channels = width * block.expansion
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.num_features = channels
+        self.fc = nn.Dense(channels, num_classes)
+
+    def forward_features(self, x):
+        """Stage outputs at strides 4, 8, 16, 32 (for detection/segmentation heads)."""
+        x = self.max_pool(self.relu(self.norm(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        return c2, c3, c4, c5
+
+    def construct(self, x):
+        c5 = self.forward_features(x)[-1]
+        return self.fc(c5.mean(axis=(2, 3)))  # global average pool, any input size
+
+
+_ARCHS = {
+    "resnet18": (ResidualBlockBase, (2, 2, 2, 2)),
+    "resnet34": (ResidualBlockBase, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
+}
+MODEL_NAMES = tuple(_ARCHS)
+
+
+def build_model(name, num_classes=1000, pretrained=None, **kwargs):
+    """Build `name` from MODEL_NAMES; `pretrained` is anything `load_pretrained` takes."""
+    if name not in _ARCHS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    block, layers = _ARCHS[name]
+    net = ResNet(block, layers, num_classes, **kwargs)
+    if pretrained not in (None, "none"):
+        from .weights import load_pretrained  # weights imports models: import late
+        load_pretrained(net, name, pretrained)
+    return net
+
+
+def resnet18(num_classes=1000, pretrained=None, **kwargs):
+    return build_model("resnet18", num_classes, pretrained, **kwargs)
+
+
+def resnet34(num_classes=1000, pretrained=None, **kwargs):
+    return build_model("resnet34", num_classes, pretrained, **kwargs)
+
+
+def resnet50(num_classes=1000, pretrained=None, **kwargs):
+    return build_model("resnet50", num_classes, pretrained, **kwargs)
+
+
+def resnet101(num_classes=1000, pretrained=None, **kwargs):
+    return build_model("resnet101", num_classes, pretrained, **kwargs)
+
+
+def resnet152(num_classes=1000, pretrained=None, **kwargs):
+    return build_model("resnet152", num_classes, pretrained, **kwargs)

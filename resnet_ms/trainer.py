@@ -1,0 +1,181 @@
+"""One training run from a TrainConfig: the loop behind train.py.
+
+Each epoch: train, evaluate on the selection split, append to metrics.csv,
+save best.ckpt when the selection accuracy improves, then last.ckpt (with
+optimizer state) for --resume. Every file is replaced atomically, so a crash
+at any moment leaves the previous complete version in place.
+"""
+import csv
+import logging
+import os
+import time
+
+import mindspore as ms
+from mindspore import nn
+
+from . import config as config_lib
+from .checkpoint import load_optimizer_state, load_weights, read_checkpoint, save_checkpoint
+from .data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, make_loader, open_source
+from .engine import build_optimizer, cosine_lr, evaluate, make_eval_step, make_train_step, train_one_epoch
+from .errors import UserError
+from .models import build_model
+from .plots import plot_curves
+from .runtime import init_context
+from .weights import load_pretrained
+
+log = logging.getLogger("resnet_ms")
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
+                 "train_images_per_s", "epoch_s"]
+
+
+def write_metrics(path, rows):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, METRIC_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_metrics_rows(path, up_to_epoch):
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= up_to_epoch]
+
+
+def normalisation(cfg, record, pretrained_meta):
+    """Mean/std follow the weights: their record's, a checkpoint's own, else the data's."""
+    if record is not None:
+        return record.mean, record.std
+    if pretrained_meta:
+        return tuple(pretrained_meta["mean"]), tuple(pretrained_meta["std"])
+    if cfg.pretrained not in ("none", None):
+        return IMAGENET_MEAN, IMAGENET_STD  # a plain weight file: almost always ImageNet's
+    return (CIFAR10_MEAN, CIFAR10_STD) if cfg.dataset == "cifar10" else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _pretrained_meta(cfg):
+    """Metadata of a local resnet_ms checkpoint given as --pretrained, if it is one."""
+    if cfg.pretrained and os.path.isfile(cfg.pretrained):
+        return read_checkpoint(cfg.pretrained)[1]
+    return {}
+
+
+def amp_setup(cfg, device):
+    """(amp level, loss scaler): O2 with a dynamic loss scale on GPU/Ascend, fp32 on CPU."""
+    level = cfg.amp_level
+    if level == "auto":
+        level = "O0" if device == "CPU" else "O2"
+    if level == "O0":
+        return level, None
+    # fp16 gradients underflow without scaling; start high, halve on overflow,
+    # double after 1000 clean steps (MindSpore's and PyTorch's usual values).
+    return level, ms.amp.DynamicLossScaler(scale_value=2 ** 16, scale_factor=2, scale_window=1000)
+
+
+def run(cfg):
+    """Train as `cfg` says; returns a summary dict (best epoch and accuracy, paths)."""
+    device = init_context(cfg.device_target, cfg.mode, cfg.seed)
+    out = cfg.output_dir
+    last_path, best_path = os.path.join(out, "last.ckpt"), os.path.join(out, "best.ckpt")
+    if os.path.exists(last_path) and not cfg.resume:
+        raise UserError(f"--output_dir {out}: already holds a run (last.ckpt); "
+                        "pass --resume to continue it, or choose another --output_dir")
+    if cfg.resume and not os.path.exists(last_path):
+        raise UserError(f"--resume: no {last_path} to continue from")
+
+    source = open_source(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed, cfg.data_url)
+    num_classes = len(source.class_names)
+    if cfg.num_classes and cfg.num_classes != num_classes:
+        raise UserError(f"--num_classes {cfg.num_classes}: the data in {cfg.data_dir} has {num_classes} classes")
+    select = "val" if "val" in source.splits else "test"
+    if select == "test":
+        log.warning("no validation split (--val_split 0): the best checkpoint is chosen on the "
+                    "test split, so its test accuracy is optimistic")
+
+    net = build_model(cfg.model, num_classes, stem=cfg.stem, zero_init_residual=cfg.zero_init_residual)
+    resume_state = read_checkpoint(last_path) if cfg.resume else None
+    if resume_state is None:
+        record = load_pretrained(net, cfg.model, cfg.pretrained)
+        mean, std = normalisation(cfg, record, _pretrained_meta(cfg))
+    else:
+        mean, std = resume_state[1]["mean"], resume_state[1]["std"]
+
+    n_train = len(source.indices("train"))
+    steps = n_train // cfg.batch_size
+    if cfg.limit_train_batches:
+        steps = min(steps, cfg.limit_train_batches)
+    if steps == 0:
+        raise UserError(f"--batch_size {cfg.batch_size}: larger than the {n_train} training images")
+    lrs = cosine_lr(cfg.lr, cfg.min_lr, cfg.epochs * steps, int(cfg.warmup_epochs * steps))
+    optimizer = build_optimizer(net, lrs or [cfg.lr], cfg.momentum, cfg.weight_decay)
+    level, scaler = amp_setup(cfg, device)
+    if level != "O0":
+        net = ms.amp.auto_mixed_precision(net, level)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    train_step = make_train_step(net, loss_fn, optimizer, scaler)
+    eval_step = make_eval_step(net)
+
+    start_epoch, best_acc, best_epoch = 1, -1.0, 0
+    if resume_state is not None:
+        tensors, meta = resume_state
+        # The schedule and the data order depend on these: a change would not be a resume.
+        changed = [k for k in ("model", "stem", "dataset", "batch_size", "epochs", "image_size", "seed")
+                   if meta["config"].get(k) != getattr(cfg, k)]
+        if meta["num_classes"] != num_classes:
+            changed.append("num_classes")
+        if changed:
+            raise UserError(f"--resume: {last_path} was made with other {', '.join(changed)}; "
+                            "resume with the same configuration")
+        load_weights(net, tensors, last_path)
+        load_optimizer_state(optimizer, tensors, last_path)
+        start_epoch, best_acc, best_epoch = meta["epoch"] + 1, meta["best_acc"], meta["best_epoch"]
+        log.info("resuming %s at epoch %d (best %.4f at epoch %d)", last_path, start_epoch, best_acc, best_epoch)
+
+    os.makedirs(out, exist_ok=True)
+    config_lib.save_yaml(cfg, os.path.join(out, "config.yaml"),
+                         {"resolved": {"num_classes": num_classes, "device": device, "amp_level": level,
+                                       "mean": list(mean), "std": list(std), "selection_split": select,
+                                       "steps_per_epoch": steps, "world_size": 1}})
+    metrics_path = os.path.join(out, "metrics.csv")
+    rows = read_metrics_rows(metrics_path, start_epoch - 1)
+    meta = {"model": cfg.model, "num_classes": num_classes, "class_names": list(source.class_names),
+            "image_size": cfg.image_size, "mean": list(mean), "std": list(std), "stem": cfg.stem,
+            "dataset": cfg.dataset, "selection_split": select, "config": config_lib.to_dict(cfg)}
+    loader_args = dict(batch_size=cfg.batch_size, image_size=cfg.image_size, mean=mean, std=std,
+                       seed=cfg.seed, workers=cfg.num_workers)
+    log.info("%s: %d classes, %d training images, %d steps/epoch, selection on %s",
+             cfg.model, num_classes, n_train, steps, select)
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train_loader = make_loader(source, "train", train=True, epoch=epoch,
+                                   limit_batches=cfg.limit_train_batches, **loader_args)
+        tr = train_one_epoch(train_step, net, train_loader, f"epoch {epoch}", skip_first=epoch == start_epoch)
+        val_loader = make_loader(source, select, limit_batches=cfg.limit_val_batches, **loader_args)
+        ev = evaluate(eval_step, net, val_loader, num_classes, desc=select)
+        improved = ev["top1"] > best_acc
+        if improved:
+            best_acc, best_epoch = ev["top1"], epoch
+        rows.append({"epoch": epoch, "lr": f"{lrs[min(epoch * steps, len(lrs)) - 1]:.6g}",
+                     "train_loss": f"{tr['loss']:.5f}", "train_acc": f"{tr['acc']:.5f}",
+                     "val_loss": f"{ev['loss']:.5f}", "val_acc": f"{ev['top1']:.5f}",
+                     "val_top5": f"{ev['top5']:.5f}", "train_images_per_s": f"{tr['images_per_s']:.1f}",
+                     "epoch_s": f"{time.perf_counter() - t0:.1f}"})
+        write_metrics(metrics_path, rows)
+        meta.update(epoch=epoch, best_acc=best_acc, best_epoch=best_epoch, val_acc=ev["top1"])
+        if improved:
+            save_checkpoint(best_path, net, meta)
+        save_checkpoint(last_path, net, meta, optimizer)
+        print(f"epoch {epoch}/{cfg.epochs}  loss {tr['loss']:.4f}  train acc {tr['acc']:.4f}  "
+              f"{select} loss {ev['loss']:.4f}  {select} acc {ev['top1']:.4f}  "
+              f"{tr['images_per_s']:.1f} img/s  {time.perf_counter() - t0:.1f}s"
+              + ("  *best*" if improved else ""), flush=True)
+
+    curves = None
+    if rows:
+        curves = plot_curves(metrics_path, os.path.join(out, "curves.png"))
+    print(f"best {select} accuracy {best_acc:.4f} at epoch {best_epoch}: {best_path}")
+    return {"best_acc": best_acc, "best_epoch": best_epoch, "best": best_path,
+            "last": last_path, "metrics": metrics_path, "curves": curves}
