@@ -62,6 +62,7 @@ def locate_cifar10(data_dir, data_url=CIFAR10_URL):
             return check_cifar10(folder)
     if not data_url:
         raise UserError(f"--data_dir {data_dir}: no CIFAR-10 binary files there and no --data_url to fetch them from")
+    created = not os.path.exists(data_dir)
     os.makedirs(data_dir, exist_ok=True)
     archive = os.path.join(data_dir, "cifar-10-binary.tar.gz")
     # The official archive has a known MD5; another URL is checked by structure.
@@ -69,7 +70,9 @@ def locate_cifar10(data_dir, data_url=CIFAR10_URL):
     try:
         fetch_file(data_url, archive, checksum)
     except UserError as e:
-        raise UserError(f"{e} (or pass --data_dir to a folder holding cifar-10-batches-bin/)") from None
+        if created:  # leave no empty folder behind
+            os.rmdir(data_dir)
+        raise UserError(f"{e}, e.g. --data_dir DIR with DIR/cifar-10-batches-bin/") from None
     folder = extract_tar(archive, data_dir, "cifar-10-batches-bin")
     return check_cifar10(folder)
 
@@ -192,25 +195,35 @@ def epoch_order(indices, seed, epoch):
     return np.random.default_rng([seed, epoch]).permutation(indices)
 
 
+def loader_indices(indices, *, train=False, seed=0, epoch=0, batch_size=1, limit_batches=None,
+                   shard=(0, 1)):
+    """Which samples, in which order, one rank reads in one epoch.
+
+    Training shuffles with `epoch_order`. `shard=(rank, world)` gives each rank
+    an equal, disjoint share (every rank must run the same number of steps).
+    """
+    if train:
+        indices = epoch_order(indices, seed, epoch)
+    rank, world = shard
+    if world > 1:
+        indices = indices[:len(indices) // world * world][rank::world]
+    if limit_batches:
+        indices = indices[:limit_batches * batch_size]
+    return indices
+
+
 def make_loader(source, split, batch_size, image_size, mean, std, *, train=False,
                 seed=0, epoch=0, limit_batches=None, shard=(0, 1), workers=2):
     """A batched dataset of (float32 NCHW image, int32 label) for one split/epoch.
 
-    Training shuffles with `epoch_order` and drops the last partial batch
-    (a fixed shape avoids recompiling the graph); evaluation keeps every image.
-    `shard=(rank, world)` gives each rank a disjoint share of equal size.
+    Training drops the last partial batch (a fixed shape avoids recompiling
+    the graph); evaluation keeps every image.
     """
     import mindspore as ms
     import mindspore.dataset as ds
     import mindspore.dataset.transforms as T
-    indices = source.indices(split)
-    if train:
-        indices = epoch_order(indices, seed, epoch)
-    rank, world = shard
-    if world > 1:  # equal shares: every rank must run the same number of steps
-        indices = indices[:len(indices) // world * world][rank::world]
-    if limit_batches:
-        indices = indices[:limit_batches * batch_size]
+    indices = loader_indices(source.indices(split), train=train, seed=seed, epoch=epoch,
+                             batch_size=batch_size, limit_batches=limit_batches, shard=shard)
     if train:
         ds.config.set_seed(seed * 1000 + epoch)  # the random crops and flips of this epoch
     data = source.leaf(split, indices, workers)

@@ -58,9 +58,13 @@ def _transfer(url, path, timeout):
     try:
         download(url, path, kind="file", progressbar=False, replace=True,
                  timeout=timeout, verbose=False)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise UserError(f"cannot download {url} ({e}); you may be offline: "
-                        "download it elsewhere and pass the local file or folder instead") from None
+    except (RuntimeError, urllib.error.URLError, OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[-1].removeprefix("Error: ")
+        raise UserError(f"cannot download {url} ({reason}); if you are offline, "
+                        "fetch it elsewhere and pass the local file or folder") from None
+    finally:
+        if os.path.exists(path + ".part"):  # download's own partial file: never resumed
+            os.remove(path + ".part")
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise UserError(f"cannot download {url}: nothing arrived")
 

@@ -77,7 +77,8 @@ def load_pretrained(net, arch, spec):
         return None
     tensors, _ = read_checkpoint(path)
     replaced = load_weights(net, tensors, path, replace_head=True)
-    print(f"loaded {len(tensors) - len(replaced)} tensors from {path}"
+    loaded = sum(1 for _ in net.get_parameters()) - len(replaced)
+    print(f"loaded {loaded} tensors from {path}"
           + (f"; replaced {', '.join(replaced)} (new classifier for {net.num_classes} classes)"
              if replaced else ""))
     return record

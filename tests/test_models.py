@@ -1,0 +1,106 @@
+import re
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+from mindspore import nn
+
+from resnet_ms.models import (MODEL_NAMES, Bottleneck, ResidualBlock, ResidualBlockBase, build_model,
+                              make_layer, resnet50)
+
+PARAM_COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+                "resnet101": 44_549_160, "resnet152": 60_192_808}
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_trainable_parameter_counts(name):
+    net = build_model(name, 1000)
+    assert sum(p.size for p in net.trainable_params()) == PARAM_COUNTS[name]
+
+
+def test_resnet50_names_and_shapes_match_the_course_checkpoint():
+    params = {p.name: tuple(p.shape) for p in resnet50(num_classes=1000).get_parameters()}
+    assert len(params) == 267
+    assert params["conv1.weight"] == (64, 3, 7, 7)
+    assert params["fc.weight"] == (1000, 2048) and params["fc.bias"] == (1000,)
+    for k in ("gamma", "beta", "moving_mean", "moving_variance"):
+        assert params[f"norm.{k}"] == (64,)
+        assert params[f"layer4.2.norm3.{k}"] == (2048,)
+        assert params[f"layer3.0.down_sample.1.{k}"] == (1024,)
+    assert params["layer1.0.down_sample.0.weight"] == (256, 64, 1, 1)
+    assert params["layer2.0.conv2.weight"] == (128, 128, 3, 3)  # the 3x3 carries the stride
+    pattern = re.compile(r"^(conv1\.weight|norm\.\w+|fc\.(weight|bias)|"
+                         r"layer[1-4]\.\d+\.(conv[123]\.weight|norm[123]\.\w+)|"
+                         r"layer[1-4]\.0\.down_sample\.(0\.weight|1\.\w+))$")
+    assert [n for n in params if not pattern.match(n)] == []
+    # Exactly one shortcut projection per stage, in the first block.
+    assert sorted({n.split(".")[0] for n in params if "down_sample" in n}) == [
+        "layer1", "layer2", "layer3", "layer4"]
+
+
+def test_basic_block_has_two_batch_norms_and_the_right_widths():
+    params = {p.name: tuple(p.shape) for p in build_model("resnet18", 10).get_parameters()}
+    assert params["layer2.0.conv1.weight"] == (128, 64, 3, 3)
+    assert params["layer2.0.conv2.weight"] == (128, 128, 3, 3)  # the course built it from 64
+    assert params["layer2.1.norm1.gamma"] == (128,) and params["layer2.1.norm2.gamma"] == (128,)
+    assert not any(".norm." in n for n in params if n.startswith("layer"))
+    assert ResidualBlock is Bottleneck
+
+
+def test_make_layer_adds_a_projection_only_when_the_shape_changes():
+    same = make_layer(64, ResidualBlockBase, 64, 2)
+    wider = make_layer(64, Bottleneck, 64, 3)
+    strided = make_layer(256, Bottleneck, 128, 4, stride=2)
+    assert isinstance(same, nn.SequentialCell) and len(same) == 2
+    assert same[0].down_sample is None
+    assert wider[0].down_sample is not None and wider[1].down_sample is None
+    assert strided[0].down_sample[0].stride == (2, 2) and len(strided) == 4
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_depth_runs_at_32_64_and_224_px(name, pynative):
+    net = build_model(name, 7)
+    net.set_train(False)
+    for size in (32, 64, 224):
+        out = net(ms.Tensor(np.random.default_rng(size).standard_normal((2, 3, size, size)), ms.float32))
+        assert out.shape == (2, 7)
+        assert np.isfinite(out.asnumpy()).all()
+
+
+def test_stage_outputs_have_strides_4_8_16_32(pynative):
+    net = resnet50(10)
+    net.set_train(False)
+    feats = net.forward_features(ms.Tensor(np.zeros((1, 3, 64, 64), np.float32)))
+    assert [tuple(f.shape) for f in feats] == [(1, 256, 16, 16), (1, 512, 8, 8),
+                                              (1, 1024, 4, 4), (1, 2048, 2, 2)]
+
+
+def test_cifar_stem_keeps_resolution(pynative):
+    net = build_model("resnet18", 10, stem="cifar")
+    net.set_train(False)
+    assert tuple(net.conv1.weight.shape) == (64, 3, 3, 3)
+    feats = net.forward_features(ms.Tensor(np.zeros((1, 3, 32, 32), np.float32)))
+    assert [tuple(f.shape)[2:] for f in feats] == [(32, 32), (16, 16), (8, 8), (4, 4)]
+    with pytest.raises(ValueError, match="stem"):
+        build_model("resnet18", 10, stem="tiny")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_every_trainable_parameter_receives_a_gradient(name, pynative):
+    net = build_model(name, 10)
+    net.set_train(True)
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((4, 3, 32, 32)), ms.float32)
+    y = ms.Tensor(np.array([0, 1, 2, 3], np.int32))
+    loss_fn = nn.CrossEntropyLoss()
+    params = net.trainable_params()
+    grads = ms.grad(lambda a, b: loss_fn(net(a), b), None, params)(x, y)
+    dead = [p.name for p, g in zip(params, grads) if not np.any(g.asnumpy() != 0)]
+    assert len(grads) == len(params) and dead == []
+
+
+def test_zero_init_residual_starts_blocks_as_identity():
+    net = build_model("resnet50", 10, zero_init_residual=True)
+    gammas = {p.name: p.asnumpy() for p in net.get_parameters() if p.name.endswith("norm3.gamma")}
+    assert len(gammas) == 16 and all(not g.any() for g in gammas.values())
+    assert build_model("resnet50", 10).layer1[0].norm3.gamma.asnumpy().min() == 1.0
