@@ -25,6 +25,8 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--limit_batches", type=int, default=0, help="0: the whole split")
     p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--bad_images", choices=["stop", "skip"], default="stop",
+                   help="image folders: stop on a truncated/unreadable image, or skip it")
     p.add_argument("--output_dir", help="where metrics.json and the confusion PNG go "
                    "(default: the checkpoint's folder)")
     a = p.parse_args(argv)
@@ -34,7 +36,7 @@ def main(argv=None):
         raise UserError(f"--batch_size {a.batch_size}: must be at least 1")
     init_context()
     r = evaluate_checkpoint(a.ckpt, a.data_dir, a.split, a.dataset, a.model, a.num_classes,
-                            a.batch_size, a.limit_batches, a.num_workers)
+                            a.batch_size, a.limit_batches, a.num_workers, bad_images=a.bad_images)
     out = a.output_dir or os.path.dirname(os.path.abspath(a.ckpt))
     os.makedirs(out, exist_ok=True)
     stem = f"eval_{a.split}"

@@ -23,6 +23,7 @@ class TrainConfig:
     data_url: str = field(default=CIFAR10_URL, metadata={"help": "where to fetch CIFAR-10 from ('' never downloads)"})
     val_split: float = field(default=0.1, metadata={"help": "held-out validation: fraction (<1) or count; 0 selects on test"})
     image_size: int = field(default=32, metadata={"help": "network input size (the course fine-tunes at 32)"})
+    bad_images: str = field(default="stop", metadata={"help": "image folders: stop on a truncated/unreadable image, or skip it"})
     num_workers: int = field(default=2, metadata={"help": "data workers (2 cores: more only compete with compute)"})
     # model
     model: str = field(default="resnet50", metadata={"help": "|".join(MODEL_NAMES)})
@@ -116,6 +117,7 @@ def check(cfg):
         (cfg.warmup_epochs >= 0, f"--warmup_epochs {cfg.warmup_epochs}: must not be negative"),
         (0 <= cfg.label_smoothing < 1, f"--label_smoothing {cfg.label_smoothing}: must be in [0, 1)"),
         (cfg.val_split >= 0, f"--val_split {cfg.val_split}: must not be negative"),
+        (cfg.bad_images in ("stop", "skip"), f"--bad_images {cfg.bad_images}: stop or skip"),
         (cfg.num_workers >= 1, f"--num_workers {cfg.num_workers}: must be at least 1"),
         (cfg.device_target in ("auto", "CPU", "GPU", "Ascend"), f"--device_target {cfg.device_target}: auto, CPU, GPU or Ascend"),
         (cfg.mode in ("graph", "pynative"), f"--mode {cfg.mode}: graph or pynative"),

@@ -6,13 +6,17 @@ That one mechanism gives the held-out validation split, a per-epoch shuffle
 that is a pure function of (seed, epoch) so a resumed run sees the same order,
 `--limit_*` trials, and the per-rank shards of distributed training.
 """
+import logging
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import UserError
-from .fetch import extract_tar, fetch_file
+from .fetch import check_tar, extract_tar, fetch_file
+from .images import IMAGE_EXTENSIONS, scan
+
+log = logging.getLogger("resnet_ms")
 
 CIFAR10_URL = ("https://mindspore-website.obs.cn-north-4.myhuaweicloud.com/"
                "notebook/datasets/cifar-10-binary.tar.gz")
@@ -27,7 +31,6 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 # ImageNet statistics: what ImageNet-pretrained weights expect.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG", ".BMP")
 DATASETS = ("cifar10", "imagefolder")
 
 
@@ -68,7 +71,7 @@ def locate_cifar10(data_dir, data_url=CIFAR10_URL):
     # The official archive has a known MD5; another URL is checked by structure.
     checksum = f"md5:{CIFAR10_MD5}" if data_url == CIFAR10_URL else None
     try:
-        fetch_file(data_url, archive, checksum)
+        fetch_file(data_url, archive, checksum, verify=check_tar)
     except UserError as e:
         if created:  # leave no empty folder behind
             os.rmdir(data_dir)
@@ -119,17 +122,26 @@ def _class_folders(folder):
                   if not d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
 
 
-def _count_images(folder, class_names):
-    total = 0
-    for c in class_names:
-        n = sum(1 for f in os.listdir(os.path.join(folder, c)) if f.endswith(IMAGE_EXTENSIONS))
+def usable_images(folder, class_names, bad_images="stop"):
+    """Indices (in ImageFolderDataset's order) of the images that will decode.
+
+    bad_images="stop" refuses a folder with any truncated or unreadable image;
+    "skip" leaves them out and says how many.
+    """
+    files, good, bad = scan(folder, class_names)
+    if bad and bad_images == "stop":
+        raise UserError(f"{bad[0]}: truncated or not a readable image ({len(bad)} such file(s) under "
+                        f"{folder}); remove them, or pass --bad_images skip")
+    if bad:
+        log.warning("skipping %d unreadable image(s) under %s, e.g. %s", len(bad), folder, bad[0])
+    counts = np.bincount([files[i][1] for i in good], minlength=len(class_names))
+    for name, n in zip(class_names, counts):
         if n == 0:
-            raise UserError(f"{os.path.join(folder, c)}: class folder has no images")
-        total += n
-    return total
+            raise UserError(f"{os.path.join(folder, name)}: class folder has no (readable) images")
+    return np.asarray(good, dtype=np.int64)
 
 
-def open_source(dataset, data_dir, val_split=0.1, seed=0, data_url=CIFAR10_URL):
+def open_source(dataset, data_dir, val_split=0.1, seed=0, data_url=CIFAR10_URL, bad_images="stop"):
     """Find (or download) the data and fix its train/val/test index lists.
 
     Validation is held out of the training data (deterministic in `seed`);
@@ -155,9 +167,12 @@ def open_source(dataset, data_dir, val_split=0.1, seed=0, data_url=CIFAR10_URL):
     if len(classes) < 2:
         raise UserError(f"{train_dir}: {len(classes)} class folder(s); need at least two")
     src = DataSource("imagefolder", data_dir, classes)
-    n = _count_images(train_dir, classes)
+    usable = usable_images(train_dir, classes, bad_images)
     has_val = os.path.isdir(os.path.join(data_dir, "val"))
-    train, val = (np.arange(n), []) if has_val else split_indices(n, val_split, seed)
+    train, val = usable, []
+    if not has_val:
+        train_pos, val_pos = split_indices(len(usable), val_split, seed)
+        train, val = usable[train_pos], usable[val_pos]
     src.splits["train"] = (train_dir, None, train)
     if len(val):
         src.splits["val"] = (train_dir, None, val)
@@ -166,7 +181,7 @@ def open_source(dataset, data_dir, val_split=0.1, seed=0, data_url=CIFAR10_URL):
         if os.path.isdir(folder):
             if tuple(_class_folders(folder)) != classes:
                 raise UserError(f"{folder}: class folders differ from those of {train_dir}")
-            src.splits[split] = (folder, None, np.arange(_count_images(folder, classes)))
+            src.splits[split] = (folder, None, usable_images(folder, classes, bad_images))
     return src
 
 

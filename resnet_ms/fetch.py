@@ -9,9 +9,11 @@ failed attempt leaves nothing that a later run could take for success.
 import hashlib
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
 import urllib.error
+import zlib
 
 from .errors import UserError
 
@@ -33,8 +35,12 @@ def check_digest(path, expected):
                         "the download is corrupt or not the file you meant: delete it and retry")
 
 
-def fetch_file(url, dest, checksum=None, timeout=30.0):
-    """Download `url` to `dest` (atomically) unless a verified copy is there."""
+def fetch_file(url, dest, checksum=None, timeout=30.0, verify=None):
+    """Download `url` to `dest` (atomically) unless a verified copy is there.
+
+    `verify(path)` (raising UserError) checks what arrived when no checksum
+    is known, before it gets its final name.
+    """
     if os.path.isfile(dest):
         if checksum:
             check_digest(dest, checksum)
@@ -46,6 +52,8 @@ def fetch_file(url, dest, checksum=None, timeout=30.0):
         _transfer(url, tmp, timeout)
         if checksum:
             check_digest(tmp, checksum)
+        if verify is not None:
+            verify(tmp)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -55,6 +63,10 @@ def fetch_file(url, dest, checksum=None, timeout=30.0):
 
 def _transfer(url, path, timeout):
     from download import download  # imported here: only needed when fetching
+    # download passes its timeout to the first request only; the transfer's own
+    # reads would wait forever on a stalled server without a default timeout.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
     try:
         download(url, path, kind="file", progressbar=False, replace=True,
                  timeout=timeout, verbose=False)
@@ -63,10 +75,22 @@ def _transfer(url, path, timeout):
         raise UserError(f"cannot download {url} ({reason}); if you are offline, "
                         "fetch it elsewhere and pass the local file or folder") from None
     finally:
+        socket.setdefaulttimeout(previous)
         if os.path.exists(path + ".part"):  # download's own partial file: never resumed
             os.remove(path + ".part")
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise UserError(f"cannot download {url}: nothing arrived")
+
+
+def check_tar(path):
+    """Raise UserError unless `path` is a complete, readable tar archive."""
+    try:
+        with tarfile.open(path) as tar:
+            for _ in tar:  # reading every header decompresses to the end: truncation shows
+                pass
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise UserError(f"{path}: not a complete tar archive ({e}); the download was cut short "
+                        "or is not the data set") from None
 
 
 def _safe_members(tar, root):

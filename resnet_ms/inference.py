@@ -54,11 +54,12 @@ def predict(net, batch):
     return probs.argmax(1), probs.max(1)
 
 
-def _source_for(meta, dataset, data_dir, data_url):
+def _source_for(meta, dataset, data_dir, data_url, bad_images="stop"):
+    """The data set as the checkpoint's run split it (same val_split and seed)."""
     from .data import open_source
     cfg = meta.get("config", {})
     source = open_source(dataset or meta.get("dataset", "cifar10"), data_dir,
-                         cfg.get("val_split", 0.1), cfg.get("seed", 0), data_url)
+                         cfg.get("val_split", 0.1), cfg.get("seed", 0), data_url, bad_images)
     if len(source.class_names) != meta["num_classes"]:
         raise UserError(f"--data_dir {data_dir}: {len(source.class_names)} classes, "
                         f"but the checkpoint has {meta['num_classes']}")
@@ -66,12 +67,12 @@ def _source_for(meta, dataset, data_dir, data_url):
 
 
 def evaluate_checkpoint(ckpt, data_dir, split="test", dataset=None, model=None, num_classes=0,
-                        batch_size=256, limit_batches=0, workers=2, data_url=None):
+                        batch_size=256, limit_batches=0, workers=2, data_url=None, bad_images="stop"):
     """Top-1/top-5/loss/per-class accuracy and the confusion matrix of `ckpt` on a split."""
     from .data import CIFAR10_URL, make_loader
     from .engine import evaluate, make_eval_step, per_class_accuracy
     net, meta = load_model(ckpt, model, num_classes)
-    source = _source_for(meta, dataset, data_dir, data_url or CIFAR10_URL)
+    source = _source_for(meta, dataset, data_dir, data_url or CIFAR10_URL, bad_images)
     loader = make_loader(source, split, batch_size, meta["image_size"], meta["mean"], meta["std"],
                          limit_batches=limit_batches, workers=workers)
     result = evaluate(make_eval_step(net), net, loader, meta["num_classes"], desc=split)

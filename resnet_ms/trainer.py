@@ -44,6 +44,14 @@ def read_metrics_rows(path, up_to_epoch):
         return [r for r in csv.DictReader(f) if int(r["epoch"]) <= up_to_epoch]
 
 
+def _remove_temporaries(out):
+    """Temporary files a killed run left (never taken for checkpoints: see checkpoint.py)."""
+    if os.path.isdir(out):
+        for name in os.listdir(out):
+            if (name.startswith(".tmp-") and name.endswith(".ckpt")) or name.endswith(".tmp"):
+                os.remove(os.path.join(out, name))
+
+
 def normalisation(cfg, record, pretrained_meta):
     """Mean/std follow the weights: their record's, a checkpoint's own, else the data's."""
     if record is not None:
@@ -85,7 +93,8 @@ def run(cfg):
     if cfg.resume and not os.path.exists(last_path):
         raise UserError(f"--resume: no {last_path} to continue from")
 
-    source = open_source(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed, cfg.data_url)
+    _remove_temporaries(out)
+    source = open_source(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed, cfg.data_url, cfg.bad_images)
     num_classes = len(source.class_names)
     if cfg.num_classes and cfg.num_classes != num_classes:
         raise UserError(f"--num_classes {cfg.num_classes}: the data in {cfg.data_dir} has {num_classes} classes")
