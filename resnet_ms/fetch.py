@@ -46,14 +46,19 @@ def fetch_file(url, dest, checksum=None, timeout=30.0, verify=None):
             check_digest(dest, checksum)
         return dest
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=os.path.dirname(os.path.abspath(dest)))
+    # The temporary name ends like the final one: MindSpore reads only *.ckpt files.
+    fd, tmp = tempfile.mkstemp(prefix=".part-", suffix="-" + os.path.basename(dest),
+                               dir=os.path.dirname(os.path.abspath(dest)))
     os.close(fd)
     try:
         _transfer(url, tmp, timeout)
         if checksum:
             check_digest(tmp, checksum)
         if verify is not None:
-            verify(tmp)
+            try:
+                verify(tmp)
+            except UserError as e:
+                raise UserError(f"{url}: {str(e).replace(tmp + ': ', '')}") from None
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
