@@ -14,7 +14,7 @@ from resnet_ms.errors import run_cli
 def main(argv=None):
     parser = config.add_arguments(argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter))
-    trainer.run(config.resolve(parser.parse_args(argv)))
+    return trainer.run(config.resolve(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

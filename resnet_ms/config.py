@@ -33,7 +33,8 @@ class TrainConfig:
     zero_init_residual: bool = field(default=False, metadata={"help": "start each block as identity (from scratch)"})
     # optimisation: the course's fine-tuning schedule, plus a short warm-up
     epochs: int = field(default=5, metadata={"help": "training epochs"})
-    batch_size: int = field(default=256, metadata={"help": "global batch size"})
+    # batch_size is global: the same steps (and lr) on 1 or N devices; no lr scaling needed
+    batch_size: int = field(default=256, metadata={"help": "global batch size, split evenly over ranks"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (1e-3 suits fine-tuning)"})
     min_lr: float = field(default=1e-5, metadata={"help": "final learning rate of the cosine decay"})
     warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up length, in epochs"})
@@ -43,6 +44,7 @@ class TrainConfig:
     # running
     output_dir: str = field(default="runs/train", metadata={"help": "checkpoints, metrics.csv, config.yaml, curves.png"})
     resume: bool = field(default=False, metadata={"help": "continue from output_dir/last.ckpt"})
+    distribute: bool = field(default=False, metadata={"help": "data-parallel over the ranks msrun started"})
     device_target: str = field(default="auto", metadata={"help": "auto | CPU | GPU | Ascend"})
     mode: str = field(default="graph", metadata={"help": "graph (fast) or pynative (debugging)"})
     amp_level: str = field(default="auto", metadata={"help": "auto: O2 + dynamic loss scale on GPU/Ascend, O0 on CPU"})

@@ -215,13 +215,16 @@ def loader_indices(indices, *, train=False, seed=0, epoch=0, batch_size=1, limit
     """Which samples, in which order, one rank reads in one epoch.
 
     Training shuffles with `epoch_order`. `shard=(rank, world)` gives each rank
-    an equal, disjoint share (every rank must run the same number of steps).
+    a disjoint share; in training the shares are equal (every rank must run
+    the same number of steps), in evaluation together they are the whole split.
     """
     if train:
         indices = epoch_order(indices, seed, epoch)
     rank, world = shard
     if world > 1:
-        indices = indices[:len(indices) // world * world][rank::world]
+        if train:
+            indices = indices[:len(indices) // world * world]
+        indices = indices[rank::world]
     if limit_batches:
         indices = indices[:limit_batches * batch_size]
     return indices

@@ -76,8 +76,10 @@ def test_shards_are_disjoint_equal_and_cover_the_epoch(synthetic_cifar):
     assert len(shards[0]) == len(shards[1]) == 22500
     assert len(np.intersect1d(shards[0], shards[1])) == 0
     assert np.array_equal(np.sort(np.concatenate(shards)), train)
-    odd = [loader_indices(np.arange(10), shard=(r, 3)) for r in range(3)]
-    assert [list(x) for x in odd] == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+    odd = [loader_indices(np.arange(10), shard=(r, 3)) for r in range(3)]  # evaluation: all 10
+    assert [list(x) for x in odd] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    even = [loader_indices(np.arange(10), train=True, shard=(r, 3)) for r in range(3)]
+    assert [len(x) for x in even] == [3, 3, 3]  # training: equal steps on every rank
     # The loader reads exactly its shard, in that order.
     loader = make_loader(src, "val", 1000, 32, (0, 0, 0), (1 / 255,) * 3, shard=(1, 3))
     labels = np.concatenate([b[1] for b in loader.create_tuple_iterator(output_numpy=True)])
