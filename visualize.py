@@ -8,7 +8,6 @@
 import argparse
 import sys
 
-import numpy as np
 
 from resnet_ms.errors import UserError, run_cli
 from resnet_ms.inference import load_image_files, load_model, predict, preprocess, sample_images

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import nn
 
 
 def cosine_lr(max_lr, min_lr, total_steps, warmup_steps=0):

@@ -101,6 +101,12 @@ def http_server(tmp_path):
     server.server_close()
 
 
+# A training run of a few seconds: ResNet-18, 3 epochs of 6 steps, 4 validation batches.
+TINY_TRAIN_ARGS = ["--model", "resnet18", "--pretrained", "none", "--batch_size", 32, "--epochs", 3,
+                   "--lr", 0.05, "--warmup_epochs", 0.5, "--limit_train_batches", 6,
+                   "--limit_val_batches", 4, "--num_workers", 1]
+
+
 def run_script(script, *args, timeout=600, check=True):
     """Run one of the top-level scripts in a fresh interpreter, as a user would."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_script, synthetic_images, write_image_folder
+from conftest import REPO, TINY_TRAIN_ARGS, run_script, synthetic_images, write_image_folder
 
 from resnet_ms.checkpoint import read_checkpoint, save_checkpoint
 from resnet_ms.data import locate_cifar10, open_source
@@ -212,9 +212,7 @@ def test_empty_class_folder_after_skipping(tmp_path):
 
 # ---------------------------------------------------------------- killed runs
 
-KILL_ARGS = ["--model", "resnet18", "--pretrained", "none", "--batch_size", 32, "--epochs", 3,
-             "--lr", 0.05, "--warmup_epochs", 0.5, "--limit_train_batches", 6,
-             "--limit_val_batches", 4, "--num_workers", 1]
+KILL_ARGS = TINY_TRAIN_ARGS
 
 
 def test_killed_again_and_again_then_resumed_ends_like_an_uninterrupted_run(synthetic_cifar, tmp_path):

@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_script
+from conftest import REPO, TINY_TRAIN_ARGS, run_script
 
 from resnet_ms.checkpoint import read_checkpoint
 
-TRAIN_ARGS = ["--model", "resnet18", "--pretrained", "none", "--batch_size", 32, "--epochs", 3,
-              "--lr", 0.05, "--warmup_epochs", 0.5, "--limit_train_batches", 6,
-              "--limit_val_batches", 4, "--num_workers", 1]
+TRAIN_ARGS = TINY_TRAIN_ARGS
 
 
 def metrics(out):
@@ -74,6 +72,7 @@ def test_eval_of_plain_course_format_weights(run, synthetic_cifar, tmp_path):
                       "--model", "resnet18", "--num_classes", 10, "--limit_batches", 4, "--batch_size", 32)
     report = json.loads((tmp_path / "eval_val_metrics.json").read_text())
     assert report["top1"] == pytest.approx(meta["best_acc"], abs=1e-6)
+    assert "resnet18 on val (128 images)" in proc.stdout
     no_model = run_script("eval.py", "--ckpt", plain, "--data_dir", synthetic_cifar, check=False)
     assert no_model.returncode == 2 and "pass --model" in no_model.stderr
 
