@@ -184,14 +184,22 @@ MODEL_NAMES = tuple(_ARCHS)
 
 
 def build_model(name, num_classes=1000, pretrained=None, **kwargs):
-    """Build `name` from MODEL_NAMES; `pretrained` is anything `load_pretrained` takes."""
+    """Build `name` from MODEL_NAMES; `pretrained` is anything `--pretrained` takes.
+
+    With weights, the network gets their padding convention unless `padding` is given.
+    """
     if name not in _ARCHS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     block, layers = _ARCHS[name]
-    net = ResNet(block, layers, num_classes, **kwargs)
+    weights = None
     if pretrained not in (None, "none"):
-        from .weights import load_pretrained  # weights imports models: import late
-        load_pretrained(net, name, pretrained)
+        from .weights import open_pretrained  # weights imports models: import late
+        weights = open_pretrained(name, pretrained)
+        kwargs.setdefault("padding", weights.padding)
+    net = ResNet(block, layers, num_classes, **kwargs)
+    if weights is not None:
+        from .weights import load_into
+        load_into(net, weights)
     return net
 
 
