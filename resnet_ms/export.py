@@ -33,7 +33,7 @@ def output_path(ckpt, output, fmt):
     if not ext:
         return output + suffix
     if ext.lower() != suffix:
-        raise UserError(f"--output {output}: a {fmt} file should end in {suffix}")
+        raise UserError(f"--output {output}: {fmt} files end in {suffix}")
     return output
 
 

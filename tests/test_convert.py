@@ -119,6 +119,8 @@ def test_mindcv_conversion_is_strict(tmp_path):
     with pytest.raises(UserError, match="--model resnet34: .* holds resnet18 weights"):
         convert(path, str(tmp_path / "out.ckpt"), "mindcv", model="resnet34")
     assert sorted(os.listdir(tmp_path)) == ["cut.ckpt", "mindcv_resnet18.ckpt"]  # nothing written
+    with pytest.raises(UserError, match="mindcv's names; convert it first: python convert.py --from mindcv"):
+        load_model(path, "resnet18")
 
 
 def test_convert_script(tmp_path):
