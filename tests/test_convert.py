@@ -123,12 +123,19 @@ def test_mindcv_conversion_is_strict(tmp_path):
         load_model(path, "resnet18")
 
 
-def test_convert_script(tmp_path):
-    _, path = mindcv_checkpoint(str(tmp_path), "resnet18", seed=4)
+def test_convert_script(tmp_path, monkeypatch):
+    # A record name: its file is taken from the cache, where a download would put it.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    _, path = mindcv_checkpoint(str(cache), "resnet18", seed=4)
+    os.rename(path, cache / "resnet18-1e65cd21.ckpt")
+    path = str(cache / "resnet18-1e65cd21.ckpt")
+    monkeypatch.setenv("RESNET_MS_CACHE", str(cache))
     out = tmp_path / "r18.ckpt"
-    proc = run_script("convert.py", "--from", "mindcv", path, out)
-    assert "102 tensors as resnet18" in proc.stdout and "padding symmetric" in proc.stdout
-    assert read_checkpoint(str(out))[1]["padding"] == "symmetric"
+    proc = run_script("convert.py", "--from", "mindcv", "mindcv_resnet18", out)
+    assert f"{path}: 102 tensors as resnet18 (1000 classes, padding symmetric)" in proc.stdout
+    meta = read_checkpoint(str(out))[1]
+    assert meta["padding"] == "symmetric" and meta["weights"] == "mindcv_resnet18"
     bad = run_script("convert.py", "--from", "mindcv", path, out, "--model", "resnet50", check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
         f"error: --model resnet50: {path} holds resnet18 weights")
