@@ -64,7 +64,7 @@ def checkpoint(folder, padding, num_classes=5, image_size=64, seed=0):
     return path
 
 
-def test_fine_tuned_from_mindcv_weights_exports_to_mindir_and_onnx(image_folder, tmp_path):
+def test_fine_tuned_from_mindcv_weights_exports_to_mindir_and_onnx(image_folder, tmp_path, pynative):
     models = pytest.importorskip("mindcv.models")
     ms.set_seed(0)
     mindcv_ckpt = str(tmp_path / "mindcv_resnet18.ckpt")
@@ -89,7 +89,7 @@ def test_fine_tuned_from_mindcv_weights_exports_to_mindir_and_onnx(image_folder,
 
 
 @pytest.mark.parametrize("padding", ["same", "pytorch"])
-def test_every_padding_exports_and_reproduces_eager_logits(padding, tmp_path):
+def test_every_padding_exports_and_reproduces_eager_logits(padding, tmp_path, pynative):
     ckpt = checkpoint(str(tmp_path), padding)
     x = np.random.default_rng(2).standard_normal((2, 3, 64, 64)).astype(np.float32)
     want = eager_logits(ckpt, x)
