@@ -6,6 +6,8 @@ Modules, one job each:
   data        CIFAR-10 binary / image folders, splits, transforms, loaders
   fetch       checked downloads and safe archive extraction
   weights     pretrained-weight records, cache, strict loading
+  convert     mindcv / torchvision weights in this project's names
+  export      MINDIR and ONNX files for deployment
   checkpoint  atomic checkpoint files with metadata and CRC
   engine      learning-rate schedule, optimizer, train/eval steps and epochs
   trainer     the training run behind train.py

@@ -28,7 +28,7 @@ class TrainConfig:
     # model
     model: str = field(default="resnet50", metadata={"help": "|".join(MODEL_NAMES)})
     num_classes: int = field(default=0, metadata={"help": "0: the data's class count"})
-    pretrained: str = field(default="default", metadata={"help": "default | record name | URL | .ckpt | none"})
+    pretrained: str = field(default="default", metadata={"help": "default | record name | URL | .ckpt | torchvision .pth | none"})
     stem: str = field(default="imagenet", metadata={"help": "imagenet (7x7/2 + max-pool) or cifar (3x3/1)"})
     zero_init_residual: bool = field(default=False, metadata={"help": "start each block as identity (from scratch)"})
     # optimisation: the course's fine-tuning schedule, plus a short warm-up

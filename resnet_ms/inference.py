@@ -19,6 +19,9 @@ def load_model(ckpt, model=None, num_classes=0):
     if name is None:
         raise UserError(f"--ckpt {ckpt}: plain weights without metadata; pass --model "
                         f"({'|'.join(MODEL_NAMES)}) and --num_classes")
+    if "classifier.weight" in tensors:
+        raise UserError(f"--ckpt {ckpt}: mindcv's names; convert it first: "
+                        f"python convert.py --from mindcv {ckpt} converted.ckpt")
     if "fc.bias" not in tensors:
         raise UserError(f"--ckpt {ckpt}: no fc.bias tensor; not a ResNet classifier checkpoint")
     n = num_classes or meta.get("num_classes") or int(tensors["fc.bias"].shape[0])
@@ -28,7 +31,8 @@ def load_model(ckpt, model=None, num_classes=0):
                 "class_names": list(CIFAR10_CLASSES) if n == 10 else [str(i) for i in range(n)]}
     if "conv1.weight" in tensors:  # the stem is visible in the first kernel's size
         meta["stem"] = "cifar" if tensors["conv1.weight"].shape[-1] == 3 else "imagenet"
-    net = build_model(name, n, stem=meta.get("stem", "imagenet"))
+    # Files from before the padding option, and the course's, use 'same'.
+    net = build_model(name, n, stem=meta.get("stem", "imagenet"), padding=meta.get("padding", "same"))
     load_weights(net, tensors, ckpt)
     net.set_train(False)
     return net, meta

@@ -7,6 +7,13 @@ so that its checkpoint `resnet50_224_new.ckpt` loads tensor for tensor:
 one BatchNorm between both convolutions (and built conv2 with the input width,
 so ResNet-18/34 crashed at layer2), and its `nn.AvgPool2d()` had a 1x1 kernel,
 so the head only worked at 32 px. Here the head is a global average.
+
+Padding is a property of the weights, not of the architecture: the course's
+network pads with pad_mode='same' (at stride 2 on even sizes one pixel less on
+the top/left than PyTorch), mindcv pads its convolutions symmetrically but keeps
+a 'same' max-pool, and torchvision pads everything symmetrically. The same
+weights under another convention give logits that are off by percents, so
+`padding` selects the convention and never changes a parameter name.
 """
 from mindspore import nn
 from mindspore.common.initializer import HeNormal, Zero
@@ -16,10 +23,31 @@ from mindspore.common.initializer import HeNormal, Zero
 _CONV_INIT = HeNormal(mode="fan_out", nonlinearity="relu")
 
 
-def conv(in_ch, out_ch, kernel, stride=1):
-    # pad_mode='same' is the course's convention, so its weights give its numbers.
+# "same": the course's (and the default, so its weights give its numbers);
+# "symmetric": mindcv's; "pytorch": torchvision's.
+PADDINGS = ("same", "symmetric", "pytorch")
+
+
+def conv(in_ch, out_ch, kernel, stride=1, padding="same"):
+    if padding == "same":
+        pad = {"pad_mode": "same"}
+    else:  # kernel // 2 on every side, as both mindcv and torchvision do
+        pad = {"pad_mode": "pad", "padding": kernel // 2}
     return nn.Conv2d(in_ch, out_ch, kernel_size=kernel, stride=stride,
-                     pad_mode="same", has_bias=False, weight_init=_CONV_INIT)
+                     has_bias=False, weight_init=_CONV_INIT, **pad)
+
+
+def max_pool(padding="same"):
+    """The stem's 3x3 stride-2 max-pool under a padding convention."""
+    if padding != "pytorch":
+        return nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")  # course and mindcv
+    # torchvision's MaxPool2d(3, 2, padding=1) pads one pixel on every side with
+    # -inf. Zeros give the same result here, since the input comes out of a ReLU
+    # (>= 0) and every window holds a real pixel; MaxPool2d(pad_mode='pad') would
+    # also do, but it does not export to ONNX in MindSpore 2.10 (no converter for
+    # its MaxPool3DWithArgmax).
+    return nn.SequentialCell([nn.Pad(((0, 0), (0, 0), (1, 1), (1, 1))),
+                              nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")])
 
 
 def norm(channels, zero_gamma=False):
@@ -33,11 +61,11 @@ class ResidualBlockBase(nn.Cell):
     expansion = 1
 
     def __init__(self, in_channel, out_channel, stride=1, down_sample=None,
-                 zero_init_residual=False):
+                 zero_init_residual=False, padding="same"):
         super().__init__()
-        self.conv1 = conv(in_channel, out_channel, 3, stride)
+        self.conv1 = conv(in_channel, out_channel, 3, stride, padding)
         self.norm1 = norm(out_channel)
-        self.conv2 = conv(out_channel, out_channel, 3)
+        self.conv2 = conv(out_channel, out_channel, 3, 1, padding)
         self.norm2 = norm(out_channel, zero_init_residual)
         self.relu = nn.ReLU()
         self.down_sample = down_sample
@@ -54,14 +82,14 @@ class Bottleneck(nn.Cell):
     expansion = 4
 
     def __init__(self, in_channel, out_channel, stride=1, down_sample=None,
-                 zero_init_residual=False):
+                 zero_init_residual=False, padding="same"):
         super().__init__()
         wide = out_channel * self.expansion
-        self.conv1 = conv(in_channel, out_channel, 1)
+        self.conv1 = conv(in_channel, out_channel, 1, 1, padding)
         self.norm1 = norm(out_channel)
-        self.conv2 = conv(out_channel, out_channel, 3, stride)
+        self.conv2 = conv(out_channel, out_channel, 3, stride, padding)
         self.norm2 = norm(out_channel)
-        self.conv3 = conv(out_channel, wide, 1)
+        self.conv3 = conv(out_channel, wide, 1, 1, padding)
         self.norm3 = norm(wide, zero_init_residual)
         self.relu = nn.ReLU()
         self.down_sample = down_sample
@@ -78,7 +106,7 @@ ResidualBlock = Bottleneck  # the course's name for the bottleneck block
 
 
 def make_layer(last_out_channel, block, channel, block_nums, stride=1,
-               zero_init_residual=False):
+               zero_init_residual=False, padding="same"):
     """One stage: `block_nums` blocks, the first one changing stride/width.
 
     The shortcut gets a 1x1 conv + BN exactly when the shape changes.
@@ -86,10 +114,10 @@ def make_layer(last_out_channel, block, channel, block_nums, stride=1,
     out_channel = channel * block.expansion
     down_sample = None
     if stride != 1 or last_out_channel != out_channel:
-        down_sample = nn.SequentialCell([conv(last_out_channel, out_channel, 1, stride),
+        down_sample = nn.SequentialCell([conv(last_out_channel, out_channel, 1, stride, padding),
                                          norm(out_channel)])
-    layers = [block(last_out_channel, channel, stride, down_sample, zero_init_residual)]
-    layers += [block(out_channel, channel, zero_init_residual=zero_init_residual)
+    layers = [block(last_out_channel, channel, stride, down_sample, zero_init_residual, padding)]
+    layers += [block(out_channel, channel, zero_init_residual=zero_init_residual, padding=padding)
                for _ in range(1, block_nums)]
     return nn.SequentialCell(layers)
 
@@ -100,20 +128,24 @@ class ResNet(nn.Cell):
     stem="imagenet": 7x7 stride-2 conv + 3x3 stride-2 max-pool (the paper's,
     and the pretrained weights'). stem="cifar": 3x3 stride-1 conv and no
     max-pool, so 32 px images keep a 4x4 map at layer4 instead of 1x1.
+    padding: one of PADDINGS, the convention the weights were trained with.
     """
 
     def __init__(self, block, layer_nums, num_classes=1000, stem="imagenet",
-                 zero_init_residual=False):
+                 zero_init_residual=False, padding="same"):
         super().__init__()
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', not {stem!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, not {padding!r}")
         self.stem = stem
+        self.padding = padding
         self.num_classes = num_classes
         if stem == "imagenet":
-            self.conv1 = conv(3, 64, 7, 2)
-            self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
+            self.conv1 = conv(3, 64, 7, 2, padding)
+            self.max_pool = max_pool(padding)
         else:
-            self.conv1 = conv(3, 64, 3, 1)
+            self.conv1 = conv(3, 64, 3, 1, padding)
             self.max_pool = nn.Identity()
         self.norm = norm(64)
         self.relu = nn.ReLU()
@@ -121,7 +153,7 @@ class ResNet(nn.Cell):
         stages = []
         for i, (width, n) in enumerate(zip(widths, layer_nums)):
             stages.append(make_layer(channels, block, width, n, 1 if i == 0 else 2,
-                                     zero_init_residual))
+                                     zero_init_residual, padding))
             channels = width * block.expansion
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.num_features = channels
@@ -152,14 +184,22 @@ MODEL_NAMES = tuple(_ARCHS)
 
 
 def build_model(name, num_classes=1000, pretrained=None, **kwargs):
-    """Build `name` from MODEL_NAMES; `pretrained` is anything `load_pretrained` takes."""
+    """Build `name` from MODEL_NAMES; `pretrained` is anything `--pretrained` takes.
+
+    With weights, the network gets their padding convention unless `padding` is given.
+    """
     if name not in _ARCHS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     block, layers = _ARCHS[name]
-    net = ResNet(block, layers, num_classes, **kwargs)
+    weights = None
     if pretrained not in (None, "none"):
-        from .weights import load_pretrained  # weights imports models: import late
-        load_pretrained(net, name, pretrained)
+        from .weights import open_pretrained  # weights imports models: import late
+        weights = open_pretrained(name, pretrained)
+        kwargs.setdefault("padding", weights.padding)
+    net = ResNet(block, layers, num_classes, **kwargs)
+    if weights is not None:
+        from .weights import load_into
+        load_into(net, weights)
     return net
 
 

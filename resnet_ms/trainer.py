@@ -22,7 +22,7 @@ from .errors import UserError
 from .models import build_model
 from .plots import plot_curves
 from .runtime import init_context
-from .weights import load_pretrained
+from .weights import load_into, open_pretrained
 
 log = logging.getLogger("resnet_ms")
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
@@ -53,22 +53,15 @@ def _remove_temporaries(out):
                 os.remove(os.path.join(out, name))
 
 
-def normalisation(cfg, record, pretrained_meta):
+def normalisation(cfg, pretrained):
     """Mean/std follow the weights: their record's, a checkpoint's own, else the data's."""
-    if record is not None:
-        return record.mean, record.std
-    if pretrained_meta:
-        return tuple(pretrained_meta["mean"]), tuple(pretrained_meta["std"])
-    if cfg.pretrained not in ("none", None):
+    if pretrained is not None and pretrained.record is not None:
+        return pretrained.record.mean, pretrained.record.std
+    if pretrained is not None and pretrained.meta:
+        return tuple(pretrained.meta["mean"]), tuple(pretrained.meta["std"])
+    if pretrained is not None:
         return IMAGENET_MEAN, IMAGENET_STD  # a plain weight file: almost always ImageNet's
     return (CIFAR10_MEAN, CIFAR10_STD) if cfg.dataset == "cifar10" else (IMAGENET_MEAN, IMAGENET_STD)
-
-
-def _pretrained_meta(cfg):
-    """Metadata of a local resnet_ms checkpoint given as --pretrained, if it is one."""
-    if cfg.pretrained and os.path.isfile(cfg.pretrained):
-        return read_checkpoint(cfg.pretrained)[1]
-    return {}
 
 
 def amp_setup(cfg, device):
@@ -127,13 +120,19 @@ def run(cfg):
         log.warning("no validation split (--val_split 0): the best checkpoint is chosen on the "
                     "test split, so its test accuracy is optimistic")
 
-    net = build_model(cfg.model, num_classes, stem=cfg.stem, zero_init_residual=cfg.zero_init_residual)
+    # The weights come first: their padding convention decides how the network is built.
     resume_state = read_checkpoint(last_path) if cfg.resume else None
     if resume_state is None:
-        record = load_pretrained(net, cfg.model, cfg.pretrained)
-        mean, std = normalisation(cfg, record, _pretrained_meta(cfg))
+        pretrained = open_pretrained(cfg.model, cfg.pretrained)
+        padding = pretrained.padding if pretrained is not None else "same"
+        mean, std = normalisation(cfg, pretrained)
     else:
+        padding = resume_state[1].get("padding", "same")
         mean, std = resume_state[1]["mean"], resume_state[1]["std"]
+    net = build_model(cfg.model, num_classes, stem=cfg.stem, zero_init_residual=cfg.zero_init_residual,
+                      padding=padding)
+    if resume_state is None:
+        load_into(net, pretrained)
 
     n_train = len(source.indices("train"))
     steps = n_train // world // per_rank
@@ -172,7 +171,7 @@ def run(cfg):
     rows = read_metrics_rows(metrics_path, start_epoch - 1)
     meta = {"model": cfg.model, "num_classes": num_classes, "class_names": list(source.class_names),
             "image_size": cfg.image_size, "mean": list(mean), "std": list(std), "stem": cfg.stem,
-            "dataset": cfg.dataset, "selection_split": select, "world_size": world,
+            "padding": padding, "dataset": cfg.dataset, "selection_split": select, "world_size": world,
             "config": config_lib.to_dict(cfg)}
     loader_args = dict(batch_size=per_rank, image_size=cfg.image_size, mean=mean, std=std,
                        seed=cfg.seed, workers=cfg.num_workers, shard=(rank, world))

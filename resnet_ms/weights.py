@@ -1,13 +1,19 @@
 """Pretrained weights: records describing them, and strict loading.
 
 `--pretrained` takes `default` (the record for the model, if it has one), a
-record name, an http(s) URL, a local `.ckpt`, or `none`. Downloads are cached
-under $RESNET_MS_CACHE (default: $XDG_CACHE_HOME/resnet_ms or ~/.cache/resnet_ms).
+record name, an http(s) URL, a local `.ckpt` (this project's, the course's or
+mindcv's), a local torchvision `.pth`, or `none`. Downloads are cached under
+$RESNET_MS_CACHE (default: $XDG_CACHE_HOME/resnet_ms or ~/.cache/resnet_ms).
+
+The weights decide the padding convention of the network that runs them
+(models.PADDINGS): `open_pretrained` reads it from the record, the checkpoint's
+metadata or the file's format, and the network is built with it.
 """
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .checkpoint import load_weights, read_checkpoint
+from .convert import PADDING, as_parameters, detect_format, from_mindcv, from_torchvision, read_torchvision
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .errors import UserError
 from .fetch import fetch_file
@@ -19,19 +25,43 @@ class Weights:
     arch: str
     url: str
     checksum: str = None  # "sha256:..." when published; else the load checks every name and shape
+    source: str = ""
+    licence: str = ""
+    format: str = "resnet_ms"  # names in the file: resnet_ms (also the course's), mindcv, torchvision
+    padding: str = "same"  # the convention the weights were trained with
     num_classes: int = 1000
+    class_names: tuple = None  # None: class indices (ImageNet-1k's order for 1000 classes)
     image_size: int = 224
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
-    source: str = ""
+    top1: float = None  # accuracy on ImageNet-1k val as reported by the source, in %
+    top5: float = None
+
+
+_MINDCV = "https://download.mindspore.cn/toolkits/mindcv/resnet/"
+# mindcv publishes no digests (the 8 hex digits in a file name are not documented
+# as one), so these are checked by the strict load: every name and shape.
+_MINDCV_LICENCE = "Apache-2.0 (mindcv); trained on ImageNet-1k, whose terms of access also apply"
+
+
+def _mindcv(arch, file, top1, top5):
+    return Weights(f"mindcv_{arch}", arch, _MINDCV + file, source="mindcv model zoo (ImageNet-1k)",
+                   licence=_MINDCV_LICENCE, format="mindcv", padding="symmetric", top1=top1, top5=top5)
 
 
 WEIGHTS = {w.name: w for w in [
     Weights("course_resnet50", "resnet50",
             "https://mindspore-website.obs.cn-north-4.myhuaweicloud.com/"
             "notebook/models/application/resnet50_224_new.ckpt",
-            source="MindSpore course 'ResNet-50 image classification' (ImageNet-1k)"),
+            source="MindSpore course 'ResNet-50 image classification' (ImageNet-1k)",
+            licence="not stated by the course; trained on ImageNet-1k, whose terms of access also apply"),
+    _mindcv("resnet18", "resnet18-1e65cd21.ckpt", 70.21, 89.62),
+    _mindcv("resnet34", "resnet34-f297d27e.ckpt", 74.15, 91.98),
+    _mindcv("resnet50", "resnet50-e0733ab8.ckpt", 76.69, 93.50),
+    _mindcv("resnet101", "resnet101-689c5e77.ckpt", 78.24, 94.09),
+    _mindcv("resnet152", "resnet152-beb689d8.ckpt", 78.72, 94.45),
 ]}
+# resnet50 keeps the course's weights: the course's fine-tuning recipe is this project's default.
 DEFAULT_WEIGHTS = {"resnet50": "course_resnet50"}
 
 
@@ -68,18 +98,55 @@ def resolve(arch, spec):
     return fetch_file(url, path, checksum, verify=None if checksum else read_checkpoint), record
 
 
-def load_pretrained(net, arch, spec):
-    """Load weights into `net` strictly; a classifier of another class count is replaced.
+@dataclass
+class Pretrained:
+    """Weights read and renamed to this project's names, with what they need."""
+    path: str
+    tensors: dict
+    padding: str
+    format: str
+    record: Weights = None
+    meta: dict = field(default_factory=dict)  # a resnet_ms checkpoint's own metadata
 
-    Returns the Weights record (or None for a plain file).
-    """
+
+def open_pretrained(arch, spec):
+    """A Pretrained for a --pretrained value (fetched if needed), or None for `none`."""
     path, record = resolve(arch, spec)
     if path is None:
         return None
-    tensors, _ = read_checkpoint(path)
-    replaced = load_weights(net, tensors, path, replace_head=True)
+    meta = {}
+    if path.endswith(".pth") or (record is not None and record.format == "torchvision"):
+        fmt = "torchvision"
+        tensors, _ = from_torchvision(read_torchvision(path))
+    else:
+        tensors, meta = read_checkpoint(path)
+        fmt = record.format if record is not None else detect_format(tensors)
+        if fmt == "mindcv":
+            tensors, _ = from_mindcv(tensors)
+    padding = record.padding if record is not None else meta.get("padding", PADDING[fmt])
+    return Pretrained(path, as_parameters(tensors), padding, fmt, record, meta)
+
+
+def load_into(net, pretrained):
+    """Load `pretrained` into `net` strictly; a classifier of another class count is replaced.
+
+    Returns the Weights record (or None for a plain file, or no weights).
+    """
+    if pretrained is None:
+        return None
+    if net.padding != pretrained.padding:
+        raise UserError(f"--pretrained {pretrained.path}: these weights need padding "
+                        f"'{pretrained.padding}', the network was built with '{net.padding}'; "
+                        f"build it with padding='{pretrained.padding}' (build_model does so itself)")
+    replaced = load_weights(net, pretrained.tensors, pretrained.path, replace_head=True)
     loaded = sum(1 for _ in net.get_parameters()) - len(replaced)
-    print(f"loaded {loaded} tensors from {path}"
+    print(f"loaded {loaded} tensors from {pretrained.path} ({pretrained.format} names, "
+          f"padding {pretrained.padding})"
           + (f"; replaced {', '.join(replaced)} (new classifier for {net.num_classes} classes)"
              if replaced else ""))
-    return record
+    return pretrained.record
+
+
+def load_pretrained(net, arch, spec):
+    """open_pretrained + load_into, for a network already built with the right padding."""
+    return load_into(net, open_pretrained(arch, spec))

@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Convert mindcv or torchvision ResNet weights into a resnet_ms checkpoint.
+
+    python convert.py --from mindcv resnet50-e0733ab8.ckpt mindcv_resnet50.ckpt
+    python convert.py --from mindcv mindcv_resnet50 mindcv_resnet50.ckpt   (a record: downloaded)
+    python convert.py --from torchvision resnet50-0676ba61.pth tv_resnet50.ckpt   (needs torch)
+
+The output describes itself (model, classes, padding, mean/std), so train.py
+--pretrained, eval.py, visualize.py and export.py take it as it is.
+"""
+import argparse
+import sys
+
+from resnet_ms.errors import run_cli
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--from", dest="fmt", required=True, choices=["mindcv", "torchvision"],
+                   help="naming of the input file")
+    p.add_argument("input", help="mindcv .ckpt or torchvision .pth file, or a weights record name")
+    p.add_argument("output", help="resnet_ms .ckpt to write")
+    p.add_argument("--model", help="check that the file holds this model (resnet18 ... resnet152)")
+    a = p.parse_args(argv)
+    from resnet_ms.convert import convert
+    from resnet_ms.errors import UserError
+    from resnet_ms.weights import WEIGHTS, resolve
+    record = WEIGHTS.get(a.input)
+    src = a.input
+    if record is not None:
+        if record.format != a.fmt:
+            raise UserError(f"{a.input}: a {record.format} record, not {a.fmt}")
+        if a.model and a.model != record.arch:
+            raise UserError(f"--model {a.model}: {a.input} holds {record.arch} weights")
+        src, _ = resolve(record.arch, a.input)
+    convert(src, a.output, a.fmt, a.model, record)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
