@@ -62,7 +62,11 @@ WEIGHTS = {w.name: w for w in [
     _mindcv("resnet152", "resnet152-beb689d8.ckpt", 78.72, 94.45),
 ]}
 # resnet50 keeps the course's weights: the course's fine-tuning recipe is this project's default.
-DEFAULT_WEIGHTS = {"resnet50": "course_resnet50"}
+# `--pretrained default`: the course's ResNet-50 (what its users fine-tune), and
+# mindcv's ImageNet weights for the depths the course has none for.
+DEFAULT_WEIGHTS = {"resnet18": "mindcv_resnet18", "resnet34": "mindcv_resnet34",
+                   "resnet50": "course_resnet50", "resnet101": "mindcv_resnet101",
+                   "resnet152": "mindcv_resnet152"}
 
 
 def cache_dir():

@@ -80,8 +80,8 @@ def test_pretrained_from_url_is_cached(course_ckpt, http_server, tmp_path, monke
 
 
 def test_pretrained_choices_are_checked():
-    with pytest.raises(UserError, match="resnet18 has no default weights"):
-        resolve("resnet18", "default")
+    with pytest.raises(UserError, match="resnet20 has no default weights"):
+        resolve("resnet20", "default")
     with pytest.raises(UserError, match="weights for resnet50, not resnet34"):
         resolve("resnet34", "course_resnet50")
     with pytest.raises(UserError, match="--pretrained nowhere.ckpt: no such file"):
