@@ -100,6 +100,8 @@ def bench_train(name, batch, size, steps, warmup, num_classes=10):
     net.set_train(True)
     total = warmup + steps
     optimizer = build_optimizer(net, cosine_lr(0.1, 1e-4, total, 1))
+    # A fresh step per case, so MindSpore warns that `step` "has been compiled
+    # again": expected here (new network, new shapes), and outside the timing.
     step = make_train_step(net, nn.CrossEntropyLoss(), optimizer)
     images, labels = synthetic_batch(batch, size, num_classes)
 
