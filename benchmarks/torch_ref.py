@@ -1,0 +1,149 @@
+"""PyTorch eager reference for bench.py: the same ResNets, the same step, timed.
+
+bench.py runs this file in its own interpreter (`--torch_python`), so torch
+and MindSpore never load into one process (two OpenMP runtimes and two
+thread pools on the same cores would distort both numbers). It prints one
+JSON line: {"version": ..., "threads": ..., "cases": [...]}.
+
+The networks match resnet_ms.models layer for layer: same blocks, widths,
+BatchNorm after every convolution, stride on the 3x3 of the bottleneck,
+1x1 conv + BN shortcut when the shape changes, 7x7/2 stem + 3x3/2 max-pool,
+global average pool, one linear layer. MindSpore's pad_mode='same' pads
+asymmetrically where PyTorch pads symmetrically; the output shapes and the
+arithmetic are the same, which is what a speed comparison needs.
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+def conv_bn(in_ch, out_ch, kernel, stride=1):
+    return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(out_ch)]
+
+
+class Basic(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_ch, ch, stride, shortcut):
+        super().__init__()
+        self.body = nn.Sequential(*conv_bn(in_ch, ch, 3, stride), nn.ReLU(inplace=True),
+                                  *conv_bn(ch, ch, 3))
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_ch, ch, stride, shortcut):
+        super().__init__()
+        self.body = nn.Sequential(*conv_bn(in_ch, ch, 1), nn.ReLU(inplace=True),
+                                  *conv_bn(ch, ch, 3, stride), nn.ReLU(inplace=True),
+                                  *conv_bn(ch, ch * 4, 1))
+        self.shortcut = shortcut
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+ARCHS = {"resnet18": (Basic, (2, 2, 2, 2)), "resnet34": (Basic, (3, 4, 6, 3)),
+         "resnet50": (Bottleneck, (3, 4, 6, 3)), "resnet101": (Bottleneck, (3, 4, 23, 3)),
+         "resnet152": (Bottleneck, (3, 8, 36, 3))}
+
+
+def resnet(name, num_classes):
+    block, counts = ARCHS[name]
+    layers = [*conv_bn(3, 64, 7, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+    in_ch = 64
+    for i, (width, n) in enumerate(zip((64, 128, 256, 512), counts)):
+        for j in range(n):
+            stride = 2 if i > 0 and j == 0 else 1
+            out_ch = width * block.expansion
+            shortcut = (nn.Sequential(*conv_bn(in_ch, out_ch, 1, stride))
+                        if stride != 1 or in_ch != out_ch else nn.Identity())
+            layers.append(block(in_ch, width, stride, shortcut))
+            in_ch = out_ch
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def optimizer(net, lr=0.1, weight_decay=1e-4):
+    # As resnet_ms.engine.build_optimizer: decay conv/linear weights, not BN or biases.
+    decay = [p for p in net.parameters() if p.dim() > 1]
+    rest = [p for p in net.parameters() if p.dim() <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+                            {"params": rest, "weight_decay": 0.0}], lr=lr, momentum=0.9)
+
+
+def timed(fn, steps, warmup):
+    """Median seconds of `steps` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_train(name, batch, size, steps, warmup, num_classes=10):
+    torch.manual_seed(0)
+    net = resnet(name, num_classes).train()
+    opt = optimizer(net)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.randn(batch, 3, size, size)
+    y = torch.randint(0, num_classes, (batch,))
+
+    def step():  # what resnet_ms's step does: loss, backward, update, correct count
+        opt.zero_grad(set_to_none=True)
+        logits = net(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        opt.step()
+        (logits.argmax(1) == y).sum().item()
+        return loss.item()  # .item() waits for the result, as .asnumpy() does in bench.py
+    return batch / timed(step, steps, warmup)
+
+
+def bench_eval(name, batch, size, steps, warmup, num_classes=10):
+    torch.manual_seed(0)
+    net = resnet(name, num_classes).eval()
+    x = torch.randn(batch, 3, size, size)
+
+    def step():
+        with torch.inference_mode():
+            return net(x).numpy()
+    return batch / timed(step, steps, warmup)
+
+
+def main(args):
+    torch.set_num_threads(args.threads)
+    cases = []
+    for name in args.models:
+        for batch in args.batches:
+            cases.append({"kind": "torch_train", "model": name, "batch": batch,
+                          "images_per_s": bench_train(name, batch, args.image_size, args.steps, args.warmup)})
+        batch = max(args.batches)
+        cases.append({"kind": "torch_eval", "model": name, "batch": batch,
+                      "images_per_s": bench_eval(name, batch, args.image_size, args.steps, args.warmup)})
+    print(json.dumps({"version": torch.__version__, "threads": torch.get_num_threads(), "cases": cases}))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["resnet18", "resnet50"], choices=sorted(ARCHS))
+    p.add_argument("--batches", nargs="+", type=int, default=[32, 64, 128])
+    p.add_argument("--image_size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    main(p.parse_args())

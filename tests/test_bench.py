@@ -1,0 +1,96 @@
+"""benchmarks/bench.py runs end to end, and the CPU speed setting keeps the numbers.
+
+No timing is asserted anywhere: these machines are shared, and speed is
+measured by running the benchmark on a quiet one (benchmarks/RESULTS.md).
+"""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+BENCH = os.path.join(REPO, "benchmarks", "bench.py")
+
+
+def run(args, env=None, timeout=300):  # timeout: a guard against hangs, not a speed test
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, **(env or {})))
+    assert proc.returncode == 0, f"{args[0]} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def positive_rate(value):
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_smoke_run_writes_every_case_and_skips_a_missing_torch(synthetic_cifar, tmp_path):
+    out = tmp_path / "run.json"
+    proc = run([BENCH, "--smoke", "--models", "resnet18", "--batches", "8", "--data_dir", synthetic_cifar,
+                "--torch_python", str(tmp_path / "no-such-python"), "--out", str(out)])
+    report = json.loads(out.read_text())
+    kinds = [(c["kind"], c.get("model"), c.get("batch")) for c in report["cases"]]
+    assert kinds == [("train", "resnet18", 8), ("eval", "resnet18", 8), ("pipeline", "cifar10", 8),
+                     ("bound", "resnet50", None)]
+    assert all(positive_rate(c["images_per_s"]) for c in report["cases"])
+    train, ev = report["cases"][:2]
+    assert positive_rate(train["pipeline_over_train"]) and positive_rate(ev["eval_over_train"])
+    assert train["vs_torch"] is None  # no reference to compare with
+    assert "torch" in report["skipped"] and "torch: skipped:" in proc.stdout
+    assert report["smoke"] and "SMOKE RUN" in proc.stdout and "| train resnet18 b8" in proc.stdout
+    assert positive_rate(report["matmul"]["gflops"])
+    assert report["commit"] and report["date"]
+    machine = report["machine"]
+    assert machine["cores"] >= 1 and machine["mindspore"].startswith("2.")
+    assert isinstance(machine["avx2"], bool) and isinstance(machine["avx512f"], bool)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed here")
+def test_torch_reference_runs():
+    proc = run([os.path.join(REPO, "benchmarks", "torch_ref.py"), "--models", "resnet18",
+                "--batches", "4", "--steps", "1", "--warmup", "1"])
+    cases = json.loads(proc.stdout.strip().splitlines()[-1])["cases"]
+    assert [c["kind"] for c in cases] == ["torch_train", "torch_eval"]
+    assert all(positive_rate(c["images_per_s"]) for c in cases)
+
+
+# Three training steps of the project's own step on one fixed batch, from one seed.
+LOSSES = """
+import json, os
+import numpy as np
+import resnet_ms
+import mindspore as ms
+from mindspore import nn
+from resnet_ms.engine import build_optimizer, cosine_lr, make_train_step
+from resnet_ms.runtime import FAST_PATH, init_context
+init_context("auto", "graph", seed=0)
+net = resnet_ms.build_model("resnet18", 10)
+net.set_train(True)
+step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, cosine_lr(0.1, 0.1, 3)))
+rng = np.random.default_rng(0)
+x = ms.Tensor(rng.standard_normal((8, 3, 32, 32), dtype=np.float32))
+y = ms.Tensor(rng.integers(0, 10, 8).astype(np.int32))
+losses = [float(step(x, y)[0].asnumpy()) for _ in range(3)]
+print(json.dumps({"isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "fast_path": FAST_PATH, "losses": losses}))
+"""
+
+
+def test_cpu_fast_path_keeps_the_numbers():
+    """The oneDNN ISA cap (runtime.apply_cpu_fast_path) changes speed, not results.
+
+    "Off" is ONEDNN_MAX_CPU_ISA=ALL rather than unset: unset, resnet_ms
+    applies the cap itself on AVX-512 CPUs, and both runs would be the same.
+    """
+    results = {}
+    for isa in ("ALL", "AVX2"):
+        proc = run(["-c", LOSSES], env={"ONEDNN_MAX_CPU_ISA": isa})
+        results[isa] = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert results[isa]["isa"] == isa and "set by you" in results[isa]["fast_path"]
+    off, on = results["ALL"]["losses"], results["AVX2"]["losses"]
+    assert all(math.isfinite(v) for v in off + on)
+    assert len(set(on)) == 3  # the weights moved: later steps see the updates
+    assert on == pytest.approx(off, rel=1e-4)
