@@ -32,7 +32,7 @@ from resnet_ms.runtime import FAST_PATH, init_context  # noqa: E402
 # The cost of one ResNet-50 training step per 32 px image (forward +
 # backward, i.e. about 3x the forward's multiply-adds x 2 FLOP each).
 RESNET50_TRAIN_GFLOP_32PX = 0.50
-DEFAULT_DATA_DIR = "/work/data/cifar10"
+DEFAULT_DATA_DIR = "data/cifar10"  # train.py's default: the git-ignored data folder
 
 
 # ---------------------------------------------------------------- machine
