@@ -61,7 +61,6 @@ WEIGHTS = {w.name: w for w in [
     _mindcv("resnet101", "resnet101-689c5e77.ckpt", 78.24, 94.09),
     _mindcv("resnet152", "resnet152-beb689d8.ckpt", 78.72, 94.45),
 ]}
-# resnet50 keeps the course's weights: the course's fine-tuning recipe is this project's default.
 # `--pretrained default`: the course's ResNet-50 (what its users fine-tune), and
 # mindcv's ImageNet weights for the depths the course has none for.
 DEFAULT_WEIGHTS = {"resnet18": "mindcv_resnet18", "resnet34": "mindcv_resnet34",
@@ -99,7 +98,8 @@ def resolve(arch, spec):
         return spec, None
     path = os.path.join(cache_dir(), os.path.basename(url.split("?")[0]))
     # Without a published checksum, a download must at least parse (and pass its CRC).
-    return fetch_file(url, path, checksum, verify=None if checksum else read_checkpoint), record
+    verify = None if checksum else (read_torchvision if path.endswith(".pth") else read_checkpoint)
+    return fetch_file(url, path, checksum, verify=verify), record
 
 
 @dataclass
