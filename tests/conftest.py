@@ -107,6 +107,16 @@ TINY_TRAIN_ARGS = ["--model", "resnet18", "--pretrained", "none", "--batch_size"
                    "--limit_val_batches", 4, "--num_workers", 1]
 
 
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_cifar, tmp_path_factory):
+    """One uninterrupted tiny training run: (output folder, CompletedProcess, wall seconds)."""
+    import time
+    out = str(tmp_path_factory.mktemp("run") / "train")
+    start = time.monotonic()
+    proc = run_script("train.py", "--data_dir", synthetic_cifar, "--output_dir", out, *TINY_TRAIN_ARGS)
+    return out, proc, time.monotonic() - start
+
+
 def run_script(script, *args, timeout=600, check=True):
     """Run one of the top-level scripts in a fresh interpreter, as a user would."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -6,6 +6,7 @@ leave nothing behind that a later run could mistake for good data.
 import http.server
 import io
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -215,17 +216,15 @@ def test_empty_class_folder_after_skipping(tmp_path):
 KILL_ARGS = TINY_TRAIN_ARGS
 
 
-def test_killed_again_and_again_then_resumed_ends_like_an_uninterrupted_run(synthetic_cifar, tmp_path):
+def test_killed_again_and_again_then_resumed_ends_like_an_uninterrupted_run(synthetic_cifar, tiny_run, tmp_path):
     """SIGKILL at staggered moments (in a step, in evaluation, in a save), resume each time.
 
     The moments are fractions of an uninterrupted run's wall time on this
     machine, so they fall at different places of the epoch loop wherever it runs.
     """
     import csv
-    reference = tmp_path / "ref"
-    start = time.monotonic()
-    run_script("train.py", "--data_dir", synthetic_cifar, "--output_dir", reference, *KILL_ARGS)
-    total = time.monotonic() - start
+    reference, _, total = tiny_run
+    reference = pathlib.Path(reference)
     out = tmp_path / "killed"
     cmd = [sys.executable, os.path.join(REPO, "train.py"), "--data_dir", synthetic_cifar,
            "--output_dir", str(out), *map(str, KILL_ARGS)]

@@ -23,15 +23,13 @@ def metrics(out):
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def run(synthetic_cifar, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("run") / "train")
-    proc = run_script("train.py", "--data_dir", synthetic_cifar, "--output_dir", out, *TRAIN_ARGS)
-    return out, proc
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def test_training_writes_every_output_and_best_is_the_best_epoch(run):
-    out, proc = run
+    out, proc, _ = run
     assert sorted(os.listdir(out)) == ["best.ckpt", "config.yaml", "curves.png", "last.ckpt", "metrics.csv"]
     rows = metrics(out)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -49,7 +47,7 @@ def test_training_writes_every_output_and_best_is_the_best_epoch(run):
 
 
 def test_eval_reproduces_the_validation_accuracy_of_the_best_epoch(run, synthetic_cifar, tmp_path):
-    out, _ = run
+    out, _, _ = run
     proc = run_script("eval.py", "--ckpt", os.path.join(out, "best.ckpt"), "--data_dir", synthetic_cifar,
                       "--split", "val", "--batch_size", 32, "--limit_batches", 4, "--output_dir", tmp_path)
     report = json.loads((tmp_path / "eval_val_metrics.json").read_text())
@@ -64,7 +62,7 @@ def test_eval_reproduces_the_validation_accuracy_of_the_best_epoch(run, syntheti
 
 def test_eval_of_plain_course_format_weights(run, synthetic_cifar, tmp_path):
     import mindspore as ms
-    out, _ = run
+    out, _, _ = run
     tensors, meta = read_checkpoint(os.path.join(out, "best.ckpt"))
     plain = str(tmp_path / "plain.ckpt")
     ms.save_checkpoint([{"name": k, "data": v} for k, v in tensors.items()], plain)  # no metadata
@@ -78,7 +76,7 @@ def test_eval_of_plain_course_format_weights(run, synthetic_cifar, tmp_path):
 
 
 def test_visualize_draws_a_grid_from_data_and_from_files(run, synthetic_cifar, tmp_path):
-    out, _ = run
+    out, _, _ = run
     ckpt = os.path.join(out, "best.ckpt")
     proc = run_script("visualize.py", "--ckpt", ckpt, "--data_dir", synthetic_cifar, "--num_images", 8,
                       "--output", tmp_path / "grid.png")
@@ -95,7 +93,7 @@ def test_visualize_draws_a_grid_from_data_and_from_files(run, synthetic_cifar, t
 
 
 def test_killed_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_run(run, synthetic_cifar, tmp_path):
-    reference, _ = run
+    reference, _, _ = run
     out = tmp_path / "train"
     cmd = [sys.executable, os.path.join(REPO, "train.py"), "--data_dir", synthetic_cifar,
            "--output_dir", out, *map(str, TRAIN_ARGS)]
@@ -160,7 +158,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(args, message, synthetic_cifar, 
 
 
 def test_an_existing_run_is_not_overwritten(run, synthetic_cifar):
-    out, _ = run
+    out, _, _ = run
     before = os.path.getmtime(os.path.join(out, "best.ckpt"))
     proc = run_script("train.py", "--data_dir", synthetic_cifar, "--output_dir", out, *TRAIN_ARGS, check=False)
     assert proc.returncode == 2 and "already holds a run" in proc.stderr
