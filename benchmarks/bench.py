@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import numpy as np  # noqa: E402
 
 import resnet_ms  # noqa: E402,F401  (first: the CPU fast path must be set before MindSpore loads)
 from resnet_ms.runtime import FAST_PATH, init_context  # noqa: E402
+from timing import median_seconds  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 # The issue's cost of one ResNet-50 training step per 32 px image (forward +
 # backward, i.e. about 3x the forward's multiply-adds x 2 FLOP each).
@@ -67,22 +67,6 @@ def git_commit():
 
 
 # ---------------------------------------------------------------- measurements
-
-def median_seconds(fn, steps, warmup):
-    """Median of `steps` timed calls after `warmup` untimed ones.
-
-    Warm-up absorbs graph compilation and allocator growth; the median is
-    robust to the odd step slowed by another process on a shared machine.
-    """
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
 
 def synthetic_batch(batch, size, num_classes=10, seed=0):
     import mindspore as ms

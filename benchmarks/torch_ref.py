@@ -15,11 +15,11 @@ arithmetic are the same, which is what a speed comparison needs.
 import argparse
 import json
 import os
-import statistics
-import time
 
 import torch
 from torch import nn
+
+from timing import median_seconds  # benchmarks/ is on sys.path as the script's folder
 
 
 def conv_bn(in_ch, out_ch, kernel, stride=1):
@@ -83,18 +83,6 @@ def optimizer(net, lr=0.1, weight_decay=1e-4):
                             {"params": rest, "weight_decay": 0.0}], lr=lr, momentum=0.9)
 
 
-def timed(fn, steps, warmup):
-    """Median seconds of `steps` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def bench_train(name, batch, size, steps, warmup, num_classes=10):
     torch.manual_seed(0)
     net = resnet(name, num_classes).train()
@@ -111,7 +99,7 @@ def bench_train(name, batch, size, steps, warmup, num_classes=10):
         opt.step()
         (logits.argmax(1) == y).sum().item()
         return loss.item()  # .item() waits for the result, as .asnumpy() does in bench.py
-    return batch / timed(step, steps, warmup)
+    return batch / median_seconds(step, steps, warmup)
 
 
 def bench_eval(name, batch, size, steps, warmup, num_classes=10):
@@ -122,7 +110,7 @@ def bench_eval(name, batch, size, steps, warmup, num_classes=10):
     def step():
         with torch.inference_mode():
             return net(x).numpy()
-    return batch / timed(step, steps, warmup)
+    return batch / median_seconds(step, steps, warmup)
 
 
 def main(args):
