@@ -32,6 +32,7 @@ def plot_curves(metrics_csv, path):
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="top-1 %", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.set_xticks(epochs)  # whole epochs only
         ax.grid(alpha=0.3)
         ax.legend()
     return _save(fig, path)
