@@ -1,0 +1,56 @@
+"""Throughput of the project's training step under one MindSpore setting.
+
+    python benchmarks/levers.py default|jit_O0|jit_O1|jit_O2|graph_kernel [--model resnet50 --batch 64]
+
+One setting per process: MindSpore reads these when it compiles the first
+graph, so they cannot be switched inside one run. Prints images/s (median
+of the timed steps) and the first losses, which must not change with a
+setting that only changes speed.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+import resnet_ms  # noqa: E402,F401  (first: the CPU fast path before MindSpore loads)
+import mindspore as ms  # noqa: E402
+from mindspore import nn  # noqa: E402
+
+from resnet_ms.engine import build_optimizer, cosine_lr, make_train_step  # noqa: E402
+from resnet_ms.models import build_model  # noqa: E402
+from timing import median_seconds  # noqa: E402
+
+SETTINGS = {
+    "default": {},
+    "jit_O0": {"jit_config": {"jit_level": "O0"}},
+    "jit_O1": {"jit_config": {"jit_level": "O1"}},
+    "jit_O2": {"jit_config": {"jit_level": "O2"}},
+    "graph_kernel": {"enable_graph_kernel": True},
+}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("setting", choices=list(SETTINGS))
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=6)
+    a = p.parse_args()
+    ms.set_context(mode=ms.GRAPH_MODE, **SETTINGS[a.setting])
+    ms.set_seed(0)
+    net = build_model(a.model, 10)
+    step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, cosine_lr(0.01, 0.001, 100)))
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.standard_normal((a.batch, 3, 32, 32)).astype(np.float32))
+    y = ms.Tensor(rng.integers(0, 10, a.batch).astype(np.int32))
+    net.set_train(True)
+    losses = [float(step(x, y)[0].asnumpy()) for _ in range(3)]  # also the warm-up (compilation)
+    seconds = median_seconds(lambda: step(x, y)[0].asnumpy(), a.steps, 0)
+    print(f"{a.setting}: {a.model} b{a.batch} {a.batch / seconds:.1f} images/s  first losses {losses}")
+
+
+if __name__ == "__main__":
+    main()
