@@ -22,18 +22,8 @@ def main(argv=None):
     p.add_argument("output", help="resnet_ms .ckpt to write")
     p.add_argument("--model", help="check that the file holds this model (resnet18 ... resnet152)")
     a = p.parse_args(argv)
-    from resnet_ms.convert import convert
-    from resnet_ms.errors import UserError
-    from resnet_ms.weights import WEIGHTS, resolve
-    record = WEIGHTS.get(a.input)
-    src = a.input
-    if record is not None:
-        if record.format != a.fmt:
-            raise UserError(f"{a.input}: a {record.format} record, not {a.fmt}")
-        if a.model and a.model != record.arch:
-            raise UserError(f"--model {a.model}: {a.input} holds {record.arch} weights")
-        src, _ = resolve(record.arch, a.input)
-    convert(src, a.output, a.fmt, a.model, record)
+    from resnet_ms.convert import convert_named
+    convert_named(a.input, a.output, a.fmt, a.model)
 
 
 if __name__ == "__main__":

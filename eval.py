@@ -5,13 +5,11 @@
     python eval.py --ckpt resnet50_cifar10.ckpt --model resnet50 --num_classes 10 --data_dir data/cifar10
 """
 import argparse
-import json
 import os
 import sys
 
 from resnet_ms.errors import run_cli
-from resnet_ms.inference import evaluate_checkpoint
-from resnet_ms.plots import plot_confusion
+from resnet_ms.inference import evaluate_checkpoint, write_eval_report
 
 
 def main(argv=None):
@@ -37,20 +35,7 @@ def main(argv=None):
     init_context()
     r = evaluate_checkpoint(a.ckpt, a.data_dir, a.split, a.dataset, a.model, a.num_classes,
                             a.batch_size, a.limit_batches, a.num_workers, bad_images=a.bad_images)
-    out = a.output_dir or os.path.dirname(os.path.abspath(a.ckpt))
-    os.makedirs(out, exist_ok=True)
-    stem = f"eval_{a.split}"
-    width = max(len(c) for c in r["class_names"])
-    print(f"{r['model']} on {a.split} ({r['images']} images): top-1 {r['top1']:.4f}  "
-          f"top-5 {r['top5']:.4f}  loss {r['loss']:.4f}")
-    for name, acc in r["per_class"].items():
-        print(f"  {name:<{width}}  {acc:.4f}")
-    summary = {k: r[k] for k in ("checkpoint", "model", "epoch", "split", "images", "top1", "top5", "loss", "per_class")}
-    summary["confusion"] = r["confusion"].tolist()
-    with open(os.path.join(out, f"{stem}_metrics.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    png = plot_confusion(r["confusion"], r["class_names"], os.path.join(out, f"{stem}_confusion.png"))
-    print(f"wrote {os.path.join(out, stem + '_metrics.json')} and {png}")
+    write_eval_report(r, a.output_dir or os.path.dirname(os.path.abspath(a.ckpt)))
 
 
 if __name__ == "__main__":

@@ -180,3 +180,17 @@ def convert(src, dest, fmt, model=None, record=None):
     print(f"{src}: {len(tensors)} tensors as {arch} ({num_classes} classes, padding {PADDING[fmt]})"
           + (f"; dropped {len(dropped)} non-weight entries" if dropped else "") + f" -> {dest}")
     return meta
+
+
+def convert_named(name_or_path, dest, fmt, model=None):
+    """convert() for a file path or a weights record name (downloaded first)."""
+    from .weights import WEIGHTS, resolve  # weights imports this module: import late
+    record = WEIGHTS.get(name_or_path)
+    if record is None:
+        return convert(name_or_path, dest, fmt, model)
+    if record.format != fmt:
+        raise UserError(f"{name_or_path}: a {record.format} record, not {fmt}")
+    if model and model != record.arch:
+        raise UserError(f"--model {model}: {name_or_path} holds {record.arch} weights")
+    src, _ = resolve(record.arch, name_or_path)
+    return convert(src, dest, fmt, model, record)

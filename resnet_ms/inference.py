@@ -109,3 +109,24 @@ def load_image_files(paths):
         except (OSError, UnidentifiedImageError) as e:
             raise UserError(f"--images {p}: cannot read this image ({e})") from None
     return images
+
+
+def write_eval_report(result, out_dir):
+    """Print the summary and per-class table; write <split>_metrics.json and the confusion PNG."""
+    import json
+    import os
+    from .plots import plot_confusion
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"eval_{result['split']}")
+    width = max(len(c) for c in result["class_names"])
+    print(f"{result['model']} on {result['split']} ({result['images']} images): top-1 {result['top1']:.4f}  "
+          f"top-5 {result['top5']:.4f}  loss {result['loss']:.4f}")
+    for name, acc in result["per_class"].items():
+        print(f"  {name:<{width}}  {acc:.4f}")
+    summary = {k: result[k] for k in ("checkpoint", "model", "epoch", "split", "images",
+                                      "top1", "top5", "loss", "per_class")}
+    summary["confusion"] = result["confusion"].tolist()
+    with open(stem + "_metrics.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    png = plot_confusion(result["confusion"], result["class_names"], stem + "_confusion.png")
+    print(f"wrote {stem}_metrics.json and {png}")
