@@ -18,6 +18,9 @@ weights under another convention give logits that are off by percents, so
 from mindspore import nn
 from mindspore.common.initializer import HeNormal, Zero
 
+from .runtime import small_maps_as_matmul
+from .smallmap import Conv2d
+
 # Convolutions: He-normal on fan-out, as in the ResNet paper's code; the course
 # used Normal(0.02), which trains far slower from scratch.
 _CONV_INIT = HeNormal(mode="fan_out", nonlinearity="relu")
@@ -33,8 +36,10 @@ def conv(in_ch, out_ch, kernel, stride=1, padding="same"):
         pad = {"pad_mode": "same"}
     else:  # kernel // 2 on every side, as both mindcv and torchvision do
         pad = {"pad_mode": "pad", "padding": kernel // 2}
-    return nn.Conv2d(in_ch, out_ch, kernel_size=kernel, stride=stride,
-                     has_bias=False, weight_init=_CONV_INIT, **pad)
+    # smallmap.Conv2d is nn.Conv2d (same parameter, same results) that runs
+    # as a matrix product on 1x1/2x2 maps, where oneDNN's convolution is slow.
+    return Conv2d(in_ch, out_ch, kernel_size=kernel, stride=stride, has_bias=False,
+                  weight_init=_CONV_INIT, dense=small_maps_as_matmul(), **pad)
 
 
 def max_pool(padding="same"):

@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 
+from .errors import UserError
+
 log = logging.getLogger("resnet_ms")
 
 
@@ -54,6 +56,30 @@ def detect_device():
     return ms.get_context("device_target")
 
 
+SMALL_MAPS_VAR = "RESNET_MS_SMALL_MAPS"
+
+
+def small_maps_as_matmul():
+    """Whether convolutions on 1x1/2x2 maps run as matrix products (resnet_ms.smallmap).
+
+    The default is yes on CPU, where oneDNN is slow on tiny maps, and no
+    elsewhere; RESNET_MS_SMALL_MAPS=matmul or =conv, set by the user, wins.
+    Read when a network is built, so set it before building one.
+    """
+    choice = os.environ.get(SMALL_MAPS_VAR, "auto")
+    if choice not in ("auto", "matmul", "conv"):
+        raise UserError(f"{SMALL_MAPS_VAR}={choice}: set it to matmul, conv or auto")
+    if choice == "auto":
+        return detect_device() == "CPU"
+    return choice == "matmul"
+
+
+def describe_small_maps():
+    choice = os.environ.get(SMALL_MAPS_VAR)
+    how = "matrix products" if small_maps_as_matmul() else "convolutions"
+    return f"1x1/2x2 maps: {how} ({f'{SMALL_MAPS_VAR}={choice}, set by you' if choice else 'default'})"
+
+
 def init_context(device_target="auto", mode="graph", seed=None):
     """Set device and execution mode; returns the device target in use."""
     import mindspore as ms
@@ -62,5 +88,5 @@ def init_context(device_target="auto", mode="graph", seed=None):
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     if seed is not None:
         ms.set_seed(seed)
-    log.info("device %s, %s mode; %s", target, mode, FAST_PATH)
+    log.info("device %s, %s mode; %s; %s", target, mode, FAST_PATH, describe_small_maps())
     return target

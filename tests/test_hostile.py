@@ -84,6 +84,17 @@ def test_an_empty_data_folder_is_not_a_data_set(tmp_path):
         locate_cifar10(str(tmp_path), "")
 
 
+def test_a_bad_speed_setting_stops_train_py_with_one_line(synthetic_cifar, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_MS_SMALL_MAPS", "fast")
+    out = tmp_path / "run"
+    proc = run_script("train.py", "--data_dir", synthetic_cifar, "--output_dir", out, "--model", "resnet18",
+                      "--pretrained", "none", "--epochs", "1", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: RESNET_MS_SMALL_MAPS=fast: set it to matmul, conv or auto")
+    assert not out.exists() or not any(out.iterdir())
+
+
 class _StallingHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200)
