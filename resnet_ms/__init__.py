@@ -3,6 +3,7 @@
 Modules, one job each:
   runtime     CPU fast path (applied here, before MindSpore loads), device, mode
   models      ResidualBlockBase, Bottleneck, make_layer, ResNet, resnet18..152
+  smallmap    convolutions on 1x1/2x2 maps as matrix products (CPU speed)
   data        CIFAR-10 binary / image folders, splits, transforms, loaders
   fetch       checked downloads and safe archive extraction
   weights     pretrained-weight records, cache, strict loading
