@@ -1,6 +1,6 @@
 """Throughput of the project's training step under one MindSpore setting.
 
-    python benchmarks/levers.py default|jit_O0|jit_O1|jit_O2|graph_kernel [--model resnet50 --batch 64]
+    python benchmarks/levers.py default|small_maps_conv|jit_O0|jit_O1|jit_O2|graph_kernel [--model resnet50 --batch 64]
 
 One setting per process: MindSpore reads these when it compiles the first
 graph, so they cannot be switched inside one run. Prints images/s (median
@@ -23,8 +23,10 @@ from resnet_ms.engine import build_optimizer, cosine_lr, make_train_step  # noqa
 from resnet_ms.models import build_model  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
+# MindSpore context settings, or ("env", ...) for resnet_ms's own environment switches.
 SETTINGS = {
     "default": {},
+    "small_maps_conv": {"env": {"RESNET_MS_SMALL_MAPS": "conv"}},  # resnet_ms.smallmap off
     "jit_O0": {"jit_config": {"jit_level": "O0"}},
     "jit_O1": {"jit_config": {"jit_level": "O1"}},
     "jit_O2": {"jit_config": {"jit_level": "O2"}},
@@ -39,7 +41,9 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=6)
     a = p.parse_args()
-    ms.set_context(mode=ms.GRAPH_MODE, **SETTINGS[a.setting])
+    setting = dict(SETTINGS[a.setting])
+    os.environ.update(setting.pop("env", {}))
+    ms.set_context(mode=ms.GRAPH_MODE, **setting)
     ms.set_seed(0)
     net = build_model(a.model, 10)
     step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, cosine_lr(0.01, 0.001, 100)))
