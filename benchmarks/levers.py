@@ -1,6 +1,6 @@
 """Throughput of the project's training step under one MindSpore setting.
 
-    python benchmarks/levers.py default|small_maps_conv|jit_O0|jit_O1|jit_O2|graph_kernel [--model resnet50 --batch 64]
+    python benchmarks/levers.py SETTING [--model resnet50 --batch 64]   (SETTING: see SETTINGS)
 
 One setting per process: MindSpore reads these when it compiles the first
 graph, so they cannot be switched inside one run. Prints images/s (median
@@ -23,7 +23,8 @@ from resnet_ms.engine import build_optimizer, cosine_lr, make_train_step  # noqa
 from resnet_ms.models import build_model  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-# MindSpore context settings, or ("env", ...) for resnet_ms's own environment switches.
+# MindSpore context settings; "env": resnet_ms's environment switches; "call": a
+# MindSpore runtime call made before the network is built.
 SETTINGS = {
     "default": {},
     "small_maps_conv": {"env": {"RESNET_MS_SMALL_MAPS": "conv"}},  # resnet_ms.smallmap off
@@ -31,6 +32,10 @@ SETTINGS = {
     "jit_O1": {"jit_config": {"jit_level": "O1"}},
     "jit_O2": {"jit_config": {"jit_level": "O2"}},
     "graph_kernel": {"enable_graph_kernel": True},
+    # operator threads (MindSpore's default is one per core) and pinning to cores
+    "threads_1": {"call": lambda: ms.device_context.cpu.op_tuning.threads_num(1)},
+    "threads_4": {"call": lambda: ms.device_context.cpu.op_tuning.threads_num(4)},
+    "cpu_affinity": {"call": lambda: ms.runtime.set_cpu_affinity(True)},
 }
 
 
@@ -43,6 +48,7 @@ def main():
     a = p.parse_args()
     setting = dict(SETTINGS[a.setting])
     os.environ.update(setting.pop("env", {}))
+    setting.pop("call", lambda: None)()
     ms.set_context(mode=ms.GRAPH_MODE, **setting)
     ms.set_seed(0)
     net = build_model(a.model, 10)
