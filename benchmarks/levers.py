@@ -1,6 +1,6 @@
 """Throughput of the project's training step under one MindSpore setting.
 
-    python benchmarks/levers.py SETTING [--model resnet50 --batch 64]   (SETTING: see SETTINGS)
+    python benchmarks/levers.py SETTING [--model resnet50 --batch 64 --stem imagenet]   (SETTING: see SETTINGS)
 
 One setting per process: MindSpore reads these when it compiles the first
 graph, so they cannot be switched inside one run. Prints images/s (median
@@ -20,7 +20,7 @@ import mindspore as ms  # noqa: E402
 from mindspore import nn  # noqa: E402
 
 from resnet_ms.engine import build_optimizer, cosine_lr, make_train_step  # noqa: E402
-from resnet_ms.models import build_model  # noqa: E402
+from resnet_ms.models import build_model, conv  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 # MindSpore context settings; "env": resnet_ms's environment switches; "call": a
@@ -45,13 +45,18 @@ def main():
     p.add_argument("--model", default="resnet50")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=6)
+    # the price of larger maps at 32 px: layer1 sees 8x8 (imagenet), 32x32 (cifar), or
+    # 16x16 with "stride2", a 3x3 stride-2 stem without max-pool that the project does not ship
+    p.add_argument("--stem", choices=("imagenet", "cifar", "stride2"), default="imagenet")
     a = p.parse_args()
     setting = dict(SETTINGS[a.setting])
     os.environ.update(setting.pop("env", {}))
     setting.pop("call", lambda: None)()
     ms.set_context(mode=ms.GRAPH_MODE, **setting)
     ms.set_seed(0)
-    net = build_model(a.model, 10)
+    net = build_model(a.model, 10, stem="imagenet" if a.stem == "imagenet" else "cifar")
+    if a.stem == "stride2":
+        net.conv1 = conv(3, 64, 3, 2, net.padding)
     step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, cosine_lr(0.01, 0.001, 100)))
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.standard_normal((a.batch, 3, 32, 32)).astype(np.float32))
@@ -59,7 +64,7 @@ def main():
     net.set_train(True)
     losses = [float(step(x, y)[0].asnumpy()) for _ in range(3)]  # also the warm-up (compilation)
     seconds = median_seconds(lambda: step(x, y)[0].asnumpy(), a.steps, 0)
-    print(f"{a.setting}: {a.model} b{a.batch} {a.batch / seconds:.1f} images/s  first losses {losses}")
+    print(f"{a.setting}: {a.model} {a.stem} stem b{a.batch} {a.batch / seconds:.1f} images/s  first losses {losses}")
 
 
 if __name__ == "__main__":

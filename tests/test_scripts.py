@@ -163,3 +163,15 @@ def test_an_existing_run_is_not_overwritten(run, synthetic_cifar):
     proc = run_script("train.py", "--data_dir", synthetic_cifar, "--output_dir", out, *TRAIN_ARGS, check=False)
     assert proc.returncode == 2 and "already holds a run" in proc.stderr
     assert os.path.getmtime(os.path.join(out, "best.ckpt")) == before
+
+
+@pytest.mark.parametrize("recipe", sorted(os.listdir(os.path.join(REPO, "configs"))))
+def test_every_shipped_recipe_resolves_and_writes_only_under_runs(recipe, tmp_path, monkeypatch):
+    import argparse
+    from resnet_ms.config import add_arguments, resolve
+    monkeypatch.chdir(tmp_path)  # relative output folders are checked from here
+    args = add_arguments(argparse.ArgumentParser()).parse_args(["-c", os.path.join(REPO, "configs", recipe)])
+    cfg = resolve(args)  # unknown keys, wrong types and bad values raise
+    assert cfg.output_dir.startswith("runs/") and cfg.data_dir.startswith("data/")  # both git-ignored
+    if cfg.pretrained == "none":
+        assert cfg.lr >= 0.01 and cfg.warmup_epochs > 0  # a from-scratch rate (1e-3 fine-tunes), ramped
