@@ -20,7 +20,7 @@ import mindspore as ms  # noqa: E402
 from mindspore import nn  # noqa: E402
 
 from resnet_ms.engine import build_optimizer, cosine_lr, make_train_step  # noqa: E402
-from resnet_ms.models import build_model, conv  # noqa: E402
+from resnet_ms.models import STEMS, build_model  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 # MindSpore context settings; "env": resnet_ms's environment switches; "call": a
@@ -45,18 +45,15 @@ def main():
     p.add_argument("--model", default="resnet50")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=6)
-    # the price of larger maps at 32 px: layer1 sees 8x8 (imagenet), 32x32 (cifar), or
-    # 16x16 with "stride2", a 3x3 stride-2 stem without max-pool that the project does not ship
-    p.add_argument("--stem", choices=("imagenet", "cifar", "stride2"), default="imagenet")
+    # the price of larger maps at 32 px: layer1 sees 8x8 (imagenet), 16x16 (nopool), 32x32 (cifar)
+    p.add_argument("--stem", choices=STEMS, default="imagenet")
     a = p.parse_args()
     setting = dict(SETTINGS[a.setting])
     os.environ.update(setting.pop("env", {}))
     setting.pop("call", lambda: None)()
     ms.set_context(mode=ms.GRAPH_MODE, **setting)
     ms.set_seed(0)
-    net = build_model(a.model, 10, stem="imagenet" if a.stem == "imagenet" else "cifar")
-    if a.stem == "stride2":
-        net.conv1 = conv(3, 64, 3, 2, net.padding)
+    net = build_model(a.model, 10, stem=a.stem)
     step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, cosine_lr(0.01, 0.001, 100)))
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.standard_normal((a.batch, 3, 32, 32)).astype(np.float32))

@@ -12,7 +12,7 @@ import yaml
 
 from .data import CIFAR10_URL, DATASETS
 from .errors import UserError
-from .models import MODEL_NAMES
+from .models import MODEL_NAMES, STEMS
 
 
 @dataclass
@@ -29,7 +29,7 @@ class TrainConfig:
     model: str = field(default="resnet50", metadata={"help": "|".join(MODEL_NAMES)})
     num_classes: int = field(default=0, metadata={"help": "0: the data's class count"})
     pretrained: str = field(default="default", metadata={"help": "default | record name | URL | .ckpt | torchvision .pth | none"})
-    stem: str = field(default="imagenet", metadata={"help": "imagenet (7x7/2 + max-pool) or cifar (3x3/1)"})
+    stem: str = field(default="imagenet", metadata={"help": "imagenet (7x7/2 + max-pool), nopool (7x7/2: 2x the maps, same weights) or cifar (3x3/1)"})
     zero_init_residual: bool = field(default=False, metadata={"help": "start each block as identity (from scratch)"})
     # optimisation: the course's fine-tuning schedule, plus a short warm-up
     epochs: int = field(default=5, metadata={"help": "training epochs"})
@@ -110,7 +110,7 @@ def check(cfg):
     rules = [
         (cfg.dataset in DATASETS, f"--dataset {cfg.dataset}: choose one of {', '.join(DATASETS)}"),
         (cfg.model in MODEL_NAMES, f"--model {cfg.model}: choose one of {', '.join(MODEL_NAMES)}"),
-        (cfg.stem in ("imagenet", "cifar"), f"--stem {cfg.stem}: choose imagenet or cifar"),
+        (cfg.stem in STEMS, f"--stem {cfg.stem}: choose one of {', '.join(STEMS)}"),
         (cfg.batch_size > 0, f"--batch_size {cfg.batch_size}: must be at least 1"),
         (cfg.epochs >= 0, f"--epochs {cfg.epochs}: must not be negative"),
         (cfg.image_size >= 32, f"--image_size {cfg.image_size}: must be at least 32"),

@@ -29,8 +29,11 @@ def load_model(ckpt, model=None, num_classes=0):
         meta = {"model": name, "num_classes": n, "image_size": 32, "stem": "imagenet",
                 "mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD), "dataset": "cifar10",
                 "class_names": list(CIFAR10_CLASSES) if n == 10 else [str(i) for i in range(n)]}
-    if "conv1.weight" in tensors:  # the stem is visible in the first kernel's size
-        meta["stem"] = "cifar" if tensors["conv1.weight"].shape[-1] == 3 else "imagenet"
+    if "conv1.weight" in tensors:  # the first kernel's size tells cifar from the 7x7 stems
+        if tensors["conv1.weight"].shape[-1] == 3:
+            meta["stem"] = "cifar"
+        elif meta.get("stem") not in ("imagenet", "nopool"):  # nopool only from metadata
+            meta["stem"] = "imagenet"
     # Files from before the padding option, and the course's, use 'same'.
     net = build_model(name, n, stem=meta.get("stem", "imagenet"), padding=meta.get("padding", "same"))
     load_weights(net, tensors, ckpt)

@@ -127,28 +127,35 @@ def make_layer(last_out_channel, block, channel, block_nums, stride=1,
     return nn.SequentialCell(layers)
 
 
+STEMS = ("imagenet", "nopool", "cifar")
+
+
 class ResNet(nn.Cell):
     """ResNet with a global-average head; runs at any input size >= 32 px.
 
-    stem="imagenet": 7x7 stride-2 conv + 3x3 stride-2 max-pool (the paper's,
-    and the pretrained weights'). stem="cifar": 3x3 stride-1 conv and no
-    max-pool, so 32 px images keep a 4x4 map at layer4 instead of 1x1.
+    stem (see STEMS) sets how far the input shrinks before layer1:
+    "imagenet": 7x7 stride-2 conv + 3x3 stride-2 max-pool, /4 (the paper's, and
+    the pretrained weights'); at 32 px layer1 sees 8x8 and layer4 1x1.
+    "nopool": the same 7x7 stride-2 conv without the max-pool, /2: the same
+    parameters (ImageNet weights load), 16x16 at layer1 and 2x2 at layer4 at
+    32 px, for about twice the compute.
+    "cifar": 3x3 stride-1 conv, no max-pool, /1: 4x4 at layer4, ~16x the compute.
     padding: one of PADDINGS, the convention the weights were trained with.
     """
 
     def __init__(self, block, layer_nums, num_classes=1000, stem="imagenet",
                  zero_init_residual=False, padding="same"):
         super().__init__()
-        if stem not in ("imagenet", "cifar"):
-            raise ValueError(f"stem must be 'imagenet' or 'cifar', not {stem!r}")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(STEMS)}, not {stem!r}")
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, not {padding!r}")
         self.stem = stem
         self.padding = padding
         self.num_classes = num_classes
-        if stem == "imagenet":
+        if stem in ("imagenet", "nopool"):
             self.conv1 = conv(3, 64, 7, 2, padding)
-            self.max_pool = max_pool(padding)
+            self.max_pool = max_pool(padding) if stem == "imagenet" else nn.Identity()
         else:
             self.conv1 = conv(3, 64, 3, 1, padding)
             self.max_pool = nn.Identity()
