@@ -59,6 +59,10 @@ def test_torch_reference_runs():
 
 
 # Three training steps of the project's own step on one fixed batch, from one seed.
+# Batch 32 at lr 0.01: a well-conditioned start. At batch 8 and lr 0.1 the first
+# update threw the loss from 2.8 to 5.7, and a 2.5e-7 difference in the second
+# loss (rounding, from another kernel) became 2% in the third (measured on an
+# AVX-512 instance, 2026-11-24); the comparison then says nothing about the code.
 LOSSES = """
 import json, os
 import numpy as np
@@ -70,14 +74,24 @@ from resnet_ms.runtime import FAST_PATH, describe_small_maps, init_context
 init_context("auto", "graph", seed=0)
 net = resnet_ms.build_model("resnet18", 10)
 net.set_train(True)
-step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, cosine_lr(0.1, 0.1, 3)))
+step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, cosine_lr(0.01, 0.01, 3)))
 rng = np.random.default_rng(0)
-x = ms.Tensor(rng.standard_normal((8, 3, 32, 32), dtype=np.float32))
-y = ms.Tensor(rng.integers(0, 10, 8).astype(np.int32))
+x = ms.Tensor(rng.standard_normal((32, 3, 32, 32), dtype=np.float32))
+y = ms.Tensor(rng.integers(0, 10, 32).astype(np.int32))
 losses = [float(step(x, y)[0].asnumpy()) for _ in range(3)]
 print(json.dumps({"isa": os.environ.get("ONEDNN_MAX_CPU_ISA"), "fast_path": FAST_PATH, "small_maps": describe_small_maps(),
                   "losses": losses}))
 """
+
+
+def assert_same_training(on, off):
+    """The first loss is a pure forward pass: rounding only (measured 2e-7). Each
+    update compounds kernel rounding (measured: 5e-7 at the second loss and 3.6e-4
+    at the third, uncapped ISA against AVX2); a wrong kernel is off at O(1) at once."""
+    assert all(math.isfinite(v) for v in off + on)
+    assert len(set(on)) == 3  # the weights moved: later steps see the updates
+    assert on[0] == pytest.approx(off[0], rel=1e-5)
+    assert on[1:] == pytest.approx(off[1:], rel=1e-3)
 
 
 def test_cpu_fast_path_keeps_the_numbers():
@@ -91,10 +105,7 @@ def test_cpu_fast_path_keeps_the_numbers():
         proc = run(["-c", LOSSES], env={"ONEDNN_MAX_CPU_ISA": isa})
         results[isa] = json.loads(proc.stdout.strip().splitlines()[-1])
         assert results[isa]["isa"] == isa and "set by you" in results[isa]["fast_path"]
-    off, on = results["ALL"]["losses"], results["AVX2"]["losses"]
-    assert all(math.isfinite(v) for v in off + on)
-    assert len(set(on)) == 3  # the weights moved: later steps see the updates
-    assert on == pytest.approx(off, rel=1e-4)
+    assert_same_training(results["AVX2"]["losses"], results["ALL"]["losses"])
 
 
 def test_small_maps_as_matmul_keep_the_numbers():
@@ -111,6 +122,4 @@ def test_small_maps_as_matmul_keep_the_numbers():
         results[choice] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "convolutions" in results["conv"]["small_maps"]
     assert "matrix products" in results["matmul"]["small_maps"]
-    off, on = results["conv"]["losses"], results["matmul"]["losses"]
-    assert all(math.isfinite(v) for v in off + on) and len(set(on)) == 3
-    assert on == pytest.approx(off, rel=1e-4)
+    assert_same_training(results["matmul"]["losses"], results["conv"]["losses"])

@@ -6,6 +6,8 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
+from resnet_ms.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from resnet_ms.inference import load_model
 from resnet_ms.models import (MODEL_NAMES, Bottleneck, ResidualBlock, ResidualBlockBase, build_model,
                               make_layer, resnet50)
 
@@ -84,6 +86,28 @@ def test_cifar_stem_keeps_resolution(pynative):
     assert [tuple(f.shape)[2:] for f in feats] == [(32, 32), (16, 16), (8, 8), (4, 4)]
     with pytest.raises(ValueError, match="stem"):
         build_model("resnet18", 10, stem="tiny")
+
+
+def test_nopool_stem_halves_less_and_takes_the_imagenet_weights(pynative, tmp_path):
+    imagenet = build_model("resnet50", 10)
+    nopool = build_model("resnet50", 10, stem="nopool")
+    nopool.set_train(False)
+    feats = nopool.forward_features(ms.Tensor(np.zeros((1, 3, 32, 32), np.float32)))
+    assert [tuple(f.shape)[2:] for f in feats] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    shapes = lambda net: {p.name: tuple(p.shape) for p in net.get_parameters()}  # noqa: E731
+    assert shapes(nopool) == shapes(imagenet)
+    # ImageNet-stem weights load strictly, and a checkpoint brings its stem back.
+    save_checkpoint(str(tmp_path / "imagenet.ckpt"), imagenet, {"model": "resnet50"})
+    load_weights(nopool, read_checkpoint(str(tmp_path / "imagenet.ckpt"))[0], "imagenet.ckpt")
+    meta = {"model": "resnet50", "num_classes": 10, "stem": "nopool", "image_size": 32,
+            "mean": [0.5] * 3, "std": [0.25] * 3, "dataset": "cifar10"}
+    save_checkpoint(str(tmp_path / "nopool.ckpt"), nopool, meta)
+    loaded, meta = load_model(str(tmp_path / "nopool.ckpt"))
+    x = ms.Tensor(np.random.default_rng(1).standard_normal((2, 3, 32, 32)), ms.float32)
+    assert meta["stem"] == "nopool"
+    np.testing.assert_allclose(loaded(x).asnumpy(), nopool(x).asnumpy(), rtol=1e-5, atol=1e-6)
+    imagenet.set_train(False)  # same weights, but the max-pool changes the numbers
+    assert not np.allclose(imagenet(x).asnumpy(), nopool(x).asnumpy(), rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
