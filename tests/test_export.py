@@ -72,11 +72,13 @@ def test_fine_tuned_from_mindcv_weights_exports_to_mindir_and_onnx(image_folder,
     out = tmp_path / "run"
     proc = run_script("train.py", "--dataset", "imagefolder", "--data_dir", image_folder, "--output_dir", out,
                       "--model", "resnet18", "--pretrained", mindcv_ckpt, "--image_size", 32,
+                      "--stem", "nopool",  # ImageNet weights fit it: the same parameters, no max-pool
                       "--batch_size", 8, "--epochs", 1, "--val_split", 0.25, "--num_workers", 1)
     assert "loaded 100 tensors" in proc.stdout and "mindcv names, padding symmetric" in proc.stdout
     best = str(out / "best.ckpt")
     meta = read_checkpoint(best)[1]
     assert meta["padding"] == "symmetric" and meta["class_names"] == ["cat", "dog", "fox"]
+    assert meta["stem"] == "nopool"
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
     want = eager_logits(best, x)
     run_script("export.py", "--ckpt", best, "--format", "onnx", "--output", tmp_path / "deploy")

@@ -141,6 +141,7 @@ def bad_yaml(tmp_path_factory):
     (["--epochs", -1], "--epochs -1: must not be negative"),
     (["--image_size", 16], "--image_size 16: must be at least 32"),
     (["--model", "resnet20"], "--model resnet20: choose one of"),
+    (["--stem", "tiny"], "--stem tiny: choose one of imagenet, nopool, cifar"),
     (["--num_classes", 5], "--num_classes 5: the data in"),
     (["-c", "BAD_YAML"], "unknown key(s) learning_rate"),
     (["--output_dir", "/proc/version"], "not a writable folder"),
