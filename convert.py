@@ -8,14 +8,13 @@
 The output describes itself (model, classes, padding, mean/std), so train.py
 --pretrained, eval.py, visualize.py and export.py take it as it is.
 """
-import argparse
 import sys
 
-from resnet_ms.errors import run_cli
+from resnet_ms import cli
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--from", dest="fmt", required=True, choices=["mindcv", "torchvision"],
                    help="naming of the input file")
     p.add_argument("input", help="mindcv .ckpt or torchvision .pth file, or a weights record name")
@@ -27,4 +26,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(cli.run_cli(main))

@@ -3,19 +3,17 @@
 
     python train.py -c configs/course_finetune.yaml --data_dir data/cifar10
     python train.py --model resnet18 --pretrained none --stem cifar --lr 0.1 ...
+    python train.py --resume runs/train2          (a killed run: nothing to retype)
 """
-import argparse
 import sys
 
-from resnet_ms import config, trainer
-from resnet_ms.errors import run_cli
+from resnet_ms import cli, config, trainer
 
 
 def main(argv=None):
-    parser = config.add_arguments(argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    parser = config.add_arguments(cli.parser(__doc__))
     return trainer.run(config.resolve(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(cli.run_cli(main))

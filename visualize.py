@@ -5,47 +5,43 @@
     python visualize.py --ckpt runs/train/best.ckpt --data_dir data/cifar10 --num_images 12 --output preds.png
     python visualize.py --ckpt runs/train/best.ckpt --images cat.jpg ship.png --output mine.png
 """
-import argparse
+import os
 import sys
 
-
-from resnet_ms.errors import UserError, run_cli
-from resnet_ms.inference import load_image_files, load_model, predict, preprocess, sample_images
-from resnet_ms.plots import plot_predictions
+from resnet_ms import cli
+from resnet_ms.errors import UserError
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ckpt", required=True)
+    p = cli.add_data_flags(cli.add_checkpoint_flags(cli.parser(__doc__)), data_required=False)
     p.add_argument("--output", required=True, help="PNG file to write")
-    p.add_argument("--data_dir", help="data set to draw images from")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--dataset", choices=["cifar10", "imagefolder"], help="default: the checkpoint's")
     p.add_argument("--num_images", type=int, default=12)
     p.add_argument("--images", nargs="+", help="image files instead of --data_dir")
     p.add_argument("--seed", type=int, default=0, help="which images are drawn")
-    p.add_argument("--model", help="for plain-weights checkpoints")
-    p.add_argument("--num_classes", type=int, default=0, help="for plain-weights checkpoints")
     a = p.parse_args(argv)
     if not (a.images or a.data_dir):
         raise UserError("pass --data_dir (with --num_images) or --images FILE ...")
     if a.num_images < 1:
         raise UserError(f"--num_images {a.num_images}: must be at least 1")
-    if not a.output.lower().endswith(".png"):
-        raise UserError(f"--output {a.output}: must be a .png file")
+    cli.writable_file(a.output, "--output", ".png")
+    from resnet_ms.inference import load_image_files, predict, preprocess, sample_images
+    from resnet_ms.plots import plot_predictions
     from resnet_ms.runtime import init_context
-    init_context(mode="pynative")  # a handful of images: compiling a graph costs more
-    net, meta = load_model(a.ckpt, a.model, a.num_classes)
-    if a.images:
-        images, labels, kind = load_image_files(a.images), None, "imagefolder"
+    from resnet_ms.weights import load_model
+    init_context()  # graph mode: the network runs on the fast CPU kernels
+    net, record = load_model(a.ckpt, a.model, a.num_classes)
+    names = None
+    if a.images:  # decoded and preprocessed as evaluation of this checkpoint does it
+        images, labels, kind = load_image_files(a.images), None, None
+        names = [os.path.basename(p) for p in a.images]
     else:
-        images, labels, kind = sample_images(meta, a.data_dir, a.split, a.num_images, a.dataset, a.seed)
-    predicted, confidence = predict(net, preprocess(images, meta, kind))
-    plot_predictions(images, predicted, confidence, meta["class_names"], a.output, labels)
+        images, labels, kind = sample_images(record, a.data_dir, a.split, a.num_images, a.dataset, a.seed)
+    predicted, confidence = predict(net, preprocess(images, record, kind))
+    plot_predictions(images, predicted, confidence, record.class_names, a.output, labels, names=names)
     if labels is not None:
         print(f"{int((predicted == labels).sum())}/{len(labels)} right")
     print(f"wrote {a.output}")
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(cli.run_cli(main))

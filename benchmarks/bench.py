@@ -26,6 +26,7 @@ sys.path.insert(0, REPO)
 import numpy as np  # noqa: E402
 
 import resnet_ms  # noqa: E402,F401  (first: the CPU fast path must be set before MindSpore loads)
+from resnet_ms.machine import cpu_info  # noqa: E402
 from resnet_ms.runtime import FAST_PATH, init_context  # noqa: E402
 from timing import median_seconds  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
@@ -38,17 +39,8 @@ DEFAULT_DATA_DIR = "data/cifar10"  # train.py's default: the git-ignored data fo
 # ---------------------------------------------------------------- machine
 
 def machine_info():
-    flags, model = set(), platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
+    cpu = cpu_info()
+    flags, model = cpu["flags"], cpu["model"] or platform.processor()
     import mindspore as ms
     return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "avx2": "avx2" in flags,
             "avx512f": "avx512f" in flags, "python": platform.python_version(),
@@ -90,7 +82,7 @@ def bench_train(name, batch, size, steps, warmup, num_classes=10):
     images, labels = synthetic_batch(batch, size, num_classes)
 
     def one():  # .asnumpy() waits for the step: MindSpore runs it asynchronously
-        loss, correct = step(images, labels)
+        loss, correct, _ = step(images, labels)
         return loss.asnumpy(), correct.asnumpy()
     return batch / median_seconds(one, steps, warmup)
 

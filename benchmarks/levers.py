@@ -20,7 +20,8 @@ import mindspore as ms  # noqa: E402
 from mindspore import nn  # noqa: E402
 
 from resnet_ms.engine import build_optimizer, cosine_lr, make_train_step  # noqa: E402
-from resnet_ms.models import STEMS, build_model  # noqa: E402
+from resnet_ms import build_model  # noqa: E402
+from resnet_ms.models import STEMS  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 # MindSpore context settings; "env": resnet_ms's environment switches; "call": a

@@ -1,47 +1,99 @@
-"""Checkpoint files: atomic writes, CRC, metadata, strict loading.
+"""Checkpoint files: the record that describes a network, atomic writes, CRC, strict loading.
 
 A checkpoint holds the network's parameters, optionally the optimizer state
-(under `optimizer/`), and a JSON metadata string (model name, classes, image
-size, mean/std, epoch, best score, ...) so that eval and visualize need only
-the file. Plain-weight checkpoints (the course's) load too.
+(under `optimizer/`), and a `CheckpointRecord` as JSON, so that eval, predict,
+visualize and export need only the file. Plain-weight checkpoints (the
+course's) have no record and load too, when the caller says what they are.
 """
+import dataclasses
 import json
 import os
-import tempfile
+from dataclasses import dataclass, field
 
-from .errors import UserError
+from .errors import UserError, first_line
+from .files import atomic_path
 
 META_KEY = "resnet_ms_meta"
 OPT_PREFIX = "optimizer/"
+RECORD_VERSION = 2  # 1: the untyped dict of the first release (still read)
 
 
-def save_checkpoint(path, net, meta, optimizer=None):
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """What a network needs around its weights; one reader, one writer (below)."""
+    model: str
+    num_classes: int
+    class_names: tuple
+    image_size: int
+    mean: tuple  # per channel, on 0-1 RGB pixels
+    std: tuple
+    stem: str = "imagenet"
+    padding: str = "same"  # models.PADDINGS: the convention the weights were trained with
+    dataset: str = "imagefolder"  # how evaluation preprocesses images (data.image_transforms)
+    # The data a run was selected on: which split, and how validation was held
+    # out of training (recorded here, so renaming a flag cannot change it).
+    selection_split: str = None
+    val_split: float = None
+    split_seed: int = 0
+    epoch: int = 0
+    best_acc: float = None
+    best_epoch: int = 0
+    val_acc: float = None
+    stop_reason: str = None  # set when --patience ended the run early
+    world_size: int = 1
+    weights: str = None  # the weights record it started from
+    converted_from: dict = None
+    config: dict = field(default_factory=dict)  # the training configuration, as written
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self):
+        data = dataclasses.asdict(self)
+        data.update(class_names=list(self.class_names), mean=list(self.mean), std=list(self.std),
+                    version=RECORD_VERSION)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text, source):
+        """The record in a file; version-1 dicts (written before the record type) too."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise UserError(f"{source}: its metadata is not JSON; the file is damaged") from None
+        data.pop("version", None)
+        config = data.get("config") or {}
+        data.setdefault("val_split", config.get("val_split", 0.1) if config else None)
+        data.setdefault("split_seed", config.get("seed", 0))
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            record = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as e:  # a required field is missing
+            raise UserError(f"{source}: incomplete metadata ({e}); not a resnet_ms checkpoint") from None
+        return record.replace(class_names=tuple(record.class_names), mean=tuple(record.mean),
+                              std=tuple(record.std))
+
+
+def save_checkpoint(path, net, record=None, optimizer=None):
     """Write `path` so that it is either the old file or the complete new one.
 
     mindspore.save_checkpoint removes an existing file before renaming its
     own temporary file into place; a crash in between would lose the previous
-    best. So it writes to a fresh name here, and `os.replace` swaps it in.
+    best. So it writes to a fresh name, and `os.replace` swaps it in.
+    `record=None` writes plain weights, as the course's file is.
     """
     import mindspore as ms
     items = [{"name": p.name, "data": p} for p in net.get_parameters()]
     if optimizer is not None:
         items += [{"name": OPT_PREFIX + p.name, "data": p}
                   for p in list(optimizer.moments) + [optimizer.global_step]]
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
-    os.close(fd)
-    try:
-        ms.save_checkpoint(items, tmp, append_dict={META_KEY: json.dumps(meta)}, crc_check=True)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    extra = {META_KEY: record.to_json()} if record is not None else None
+    with atomic_path(path) as tmp:
+        ms.save_checkpoint(items, tmp, append_dict=extra, crc_check=True)
 
 
 def read_checkpoint(path):
-    """(tensors, meta): every tensor by name, and the metadata dict ({} if none).
+    """(tensors, CheckpointRecord or None): every tensor by name, and the record if any.
 
     The CRC is checked when the file has one (the course's file has none).
     """
@@ -51,10 +103,10 @@ def read_checkpoint(path):
     try:
         params = ms.load_checkpoint(path, crc_check=True)
     except (ValueError, RuntimeError, OSError) as e:
-        raise UserError(f"{path}: damaged or not a MindSpore checkpoint ({str(e).splitlines()[0][:120]})") from None
+        raise UserError(f"{path}: damaged or not a MindSpore checkpoint ({first_line(e, 120)})") from None
     meta = params.pop(META_KEY, None)
     tensors = {k: v for k, v in params.items() if isinstance(v, ms.Parameter)}
-    return tensors, json.loads(meta) if isinstance(meta, str) else {}
+    return tensors, CheckpointRecord.from_json(meta, path) if isinstance(meta, str) else None
 
 
 def _shape(t):

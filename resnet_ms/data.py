@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import UserError
 from .fetch import check_tar, extract_tar, fetch_file
-from .images import IMAGE_EXTENSIONS, scan
+from .images import IMAGE_EXTENSIONS, decode, scan
 
 log = logging.getLogger("resnet_ms")
 
@@ -36,6 +36,13 @@ DATASETS = ("cifar10", "imagefolder")
 
 # ---------------------------------------------------------------- CIFAR-10 files
 
+def cifar10_labels(folder, usage):
+    """Every label of the train (50,000) or test (10,000) files, in the reader's order."""
+    names = CIFAR10_FILES[:5] if usage == "train" else CIFAR10_FILES[5:]
+    return np.concatenate([np.memmap(os.path.join(folder, n), np.uint8, "r")[::CIFAR10_RECORD]
+                           for n in names]).astype(np.int64)
+
+
 def check_cifar10(folder):
     """All six batch files, each of the exact size, every label below 10."""
     for name in CIFAR10_FILES:
@@ -53,6 +60,20 @@ def check_cifar10(folder):
     return folder
 
 
+def _refuse_foreign_folder(data_dir):
+    """Never download into a folder that holds something other than CIFAR-10."""
+    if not os.path.isdir(data_dir):
+        return
+    found = sorted(n for n in os.listdir(data_dir) if not n.startswith("."))
+    foreign = [n for n in found if n not in ("cifar-10-binary.tar.gz", "cifar-10-batches-bin")]
+    if not foreign:
+        return
+    hint = ("; it looks like an image-folder data set: pass --dataset imagefolder"
+            if "train" in foreign else "; pass the folder that holds CIFAR-10's .bin files, or a new folder to download into")
+    raise UserError(f"--data_dir {data_dir}: holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''} "
+                    f"but no CIFAR-10 binary files, so nothing is downloaded there{hint}")
+
+
 def locate_cifar10(data_dir, data_url=CIFAR10_URL):
     """The folder holding CIFAR-10's batch files, downloading it if absent.
 
@@ -60,9 +81,12 @@ def locate_cifar10(data_dir, data_url=CIFAR10_URL):
     archive unpacks `cifar-10-batches-bin/`). An existing folder is used as
     is, after `check_cifar10`.
     """
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise UserError(f"--data_dir {data_dir}: a file, not a folder")
     for folder in (data_dir, os.path.join(data_dir, "cifar-10-batches-bin")):
-        if os.path.isfile(os.path.join(folder, CIFAR10_FILES[0])):
+        if any(os.path.isfile(os.path.join(folder, name)) for name in CIFAR10_FILES):
             return check_cifar10(folder)
+    _refuse_foreign_folder(data_dir)
     if not data_url:
         raise UserError(f"--data_dir {data_dir}: no CIFAR-10 binary files there and no --data_url to fetch them from")
     created = not os.path.exists(data_dir)
@@ -88,24 +112,38 @@ class DataSource:
     kind: str
     root: str
     class_names: tuple
-    splits: dict = field(default_factory=dict)  # split -> (folder, usage, indices)
+    # split -> (folder, usage, indices, labels of every sample of that leaf by index)
+    splits: dict = field(default_factory=dict)
 
     def indices(self, split):
         if split not in self.splits:
             raise UserError(f"{self.root}: no {split!r} split here (have: {', '.join(self.splits)})")
         return self.splits[split][2]
 
+    def labels(self, split):
+        """The label of every sample of a split, in indices(split) order."""
+        return self.splits[split][3][self.indices(split)]
+
+    def class_counts(self, split):
+        return np.bincount(self.labels(split), minlength=len(self.class_names))
+
     def leaf(self, split, indices, workers):
         import mindspore.dataset as ds
-        folder, usage, _ = self.splits[split]
+        folder, usage = self.splits[split][:2]
         sampler = ds.SubsetSampler(np.asarray(indices, dtype=np.int64).tolist())
         if self.kind == "cifar10":
             return ds.Cifar10Dataset(folder, usage=usage, sampler=sampler,
                                      num_parallel_workers=workers)
-        return ds.ImageFolderDataset(folder, sampler=sampler, decode=True,
-                                     extensions=list(IMAGE_EXTENSIONS),
-                                     class_indexing={c: i for i, c in enumerate(self.class_names)},
-                                     num_parallel_workers=workers)
+        files = ds.ImageFolderDataset(folder, sampler=sampler, decode=False,
+                                      extensions=list(IMAGE_EXTENSIONS),
+                                      class_indexing={c: i for i, c in enumerate(self.class_names)},
+                                      num_parallel_workers=workers)
+        # images.decode, not the native decoder: the same pixels as prediction and pictures
+        return files.map(_decode_bytes, input_columns="image", num_parallel_workers=workers)
+
+
+def _decode_bytes(data):
+    return decode(data.tobytes())
 
 
 def split_indices(n, val_split, seed):
@@ -128,7 +166,10 @@ def usable_images(folder, class_names, bad_images="stop"):
     bad_images="stop" refuses a folder with any truncated or unreadable image;
     "skip" leaves them out and says how many.
     """
-    files, good, bad = scan(folder, class_names)
+    files, good, bad, others = scan(folder, class_names)
+    if others:
+        log.warning("not read: %d file(s) under %s without an image extension (%s), e.g. %s",
+                    len(others), folder, " ".join(e for e in IMAGE_EXTENSIONS if e.islower()), others[0])
     if bad and bad_images == "stop":
         raise UserError(f"{bad[0]}: truncated or not a readable image ({len(bad)} such file(s) under "
                         f"{folder}); remove them, or pass --bad_images skip")
@@ -138,7 +179,7 @@ def usable_images(folder, class_names, bad_images="stop"):
     for name, n in zip(class_names, counts):
         if n == 0:
             raise UserError(f"{os.path.join(folder, name)}: class folder has no (readable) images")
-    return np.asarray(good, dtype=np.int64)
+    return np.asarray(good, dtype=np.int64), np.asarray([label for _, label in files], dtype=np.int64)
 
 
 def open_source(dataset, data_dir, val_split=0.1, seed=0, data_url=CIFAR10_URL, bad_images="stop"):
@@ -152,10 +193,11 @@ def open_source(dataset, data_dir, val_split=0.1, seed=0, data_url=CIFAR10_URL, 
         folder = locate_cifar10(data_dir, data_url)
         train, val = split_indices(50000, val_split, seed)
         src = DataSource("cifar10", folder, CIFAR10_CLASSES)
-        src.splits["train"] = (folder, "train", train)
+        labels = cifar10_labels(folder, "train")
+        src.splits["train"] = (folder, "train", train, labels)
         if len(val):
-            src.splits["val"] = (folder, "train", val)
-        src.splits["test"] = (folder, "test", np.arange(10000))
+            src.splits["val"] = (folder, "train", val, labels)
+        src.splits["test"] = (folder, "test", np.arange(10000), cifar10_labels(folder, "test"))
         return src
     if dataset != "imagefolder":
         raise UserError(f"--dataset {dataset}: choose one of {', '.join(DATASETS)}")
@@ -167,21 +209,21 @@ def open_source(dataset, data_dir, val_split=0.1, seed=0, data_url=CIFAR10_URL, 
     if len(classes) < 2:
         raise UserError(f"{train_dir}: {len(classes)} class folder(s); need at least two")
     src = DataSource("imagefolder", data_dir, classes)
-    usable = usable_images(train_dir, classes, bad_images)
+    usable, labels = usable_images(train_dir, classes, bad_images)
     has_val = os.path.isdir(os.path.join(data_dir, "val"))
     train, val = usable, []
     if not has_val:
         train_pos, val_pos = split_indices(len(usable), val_split, seed)
         train, val = usable[train_pos], usable[val_pos]
-    src.splits["train"] = (train_dir, None, train)
+    src.splits["train"] = (train_dir, None, train, labels)
     if len(val):
-        src.splits["val"] = (train_dir, None, val)
+        src.splits["val"] = (train_dir, None, val, labels)
     for split in ("val", "test") if has_val else ("test",):
         folder = os.path.join(data_dir, split)
         if os.path.isdir(folder):
             if tuple(_class_folders(folder)) != classes:
                 raise UserError(f"{folder}: class folders differ from those of {train_dir}")
-            src.splits[split] = (folder, None, usable_images(folder, classes, bad_images))
+            src.splits[split] = (folder, None, *usable_images(folder, classes, bad_images))
     return src
 
 

@@ -3,6 +3,7 @@
 Plain functions in the style of torchvision's reference script; the step is
 MindSpore's `value_and_grad` under `jit` (one compiled graph per step).
 """
+import logging
 import math
 import sys
 import time
@@ -11,6 +12,10 @@ import numpy as np
 
 import mindspore as ms
 from mindspore import nn
+
+from .errors import UserError
+
+log = logging.getLogger("resnet_ms")
 
 
 def cosine_lr(max_lr, min_lr, total_steps, warmup_steps=0):
@@ -32,7 +37,8 @@ def build_optimizer(net, lrs, momentum=0.9, weight_decay=1e-4):
     """nn.Momentum with weight decay on conv and dense weights only.
 
     Decaying BatchNorm's gamma/beta and biases pulls them towards 0 for no
-    regularising benefit (Goyal et al. 2017; Jia et al. 2018).
+    regularising benefit (Goyal et al. 2017; Jia et al. 2018). Frozen
+    parameters (requires_grad False) are not in it at all: no update, no decay.
     """
     params = net.trainable_params()
     decay = [p for p in params if p.name.endswith("weight")]
@@ -44,11 +50,11 @@ def build_optimizer(net, lrs, momentum=0.9, weight_decay=1e-4):
 
 
 def make_train_step(net, loss_fn, optimizer, loss_scaler=None, grad_reducer=None):
-    """A compiled step: (images, labels) -> (loss, correct predictions).
+    """A compiled step: (images, labels) -> (loss, correct predictions, skipped).
 
-    With a loss scaler (mixed precision on GPU/Ascend) the loss is scaled
-    before differentiation, gradients are unscaled, and a step whose
-    gradients overflowed is skipped while the scale adapts.
+    With a loss scaler (mixed precision) the loss is scaled before
+    differentiation, gradients are unscaled, and a step whose gradients
+    overflowed is skipped (skipped = 1) while the scale adapts.
     `grad_reducer` all-reduces gradients in data-parallel training.
     """
     def forward(images, labels):
@@ -65,16 +71,19 @@ def make_train_step(net, loss_fn, optimizer, loss_scaler=None, grad_reducer=None
         (loss, logits), grads = grad_fn(images, labels)
         if grad_reducer is not None:
             grads = grad_reducer(grads)
+        skipped = ms.Tensor(0, ms.int32)
         if loss_scaler is not None:
             loss = loss_scaler.unscale(loss)
             finite = ms.amp.all_finite(grads)
             if finite:
                 optimizer(loss_scaler.unscale(grads))
+            else:
+                skipped = ms.Tensor(1, ms.int32)
             loss_scaler.adjust(finite)
         else:
             optimizer(grads)
         correct = (logits.argmax(1) == labels).astype(ms.int32).sum()
-        return loss, correct
+        return loss, correct, skipped
 
     return step
 
@@ -87,34 +96,70 @@ def make_eval_step(net):
 
 
 def _progress(iterable, total, desc):
-    if not sys.stderr.isatty():  # no bar in logs and pipes
+    if not sys.stderr.isatty():  # no bar in logs and pipes: see StepLog
         return iterable
     from tqdm import tqdm
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def train_one_epoch(step, net, loader, desc="train", skip_first=False):
-    """Runs one epoch; returns loss, accuracy, images and images/s.
+class StepLog:
+    """A progress line every `interval` steps where no terminal shows a bar
+    (nohup, msrun worker logs, CI): step/total, loss, lr, images/s, ETA."""
+
+    def __init__(self, desc, total, interval, lrs=None, first_step=0):
+        self.desc, self.total, self.lrs, self.first = desc, total, lrs, first_step
+        self.interval = interval if interval and not sys.stderr.isatty() else 0
+        self.start = time.perf_counter()
+
+    def __call__(self, i, loss, images_per_s):
+        if not self.interval or (i + 1) % self.interval or i + 1 == self.total:
+            return
+        lr = f"  lr {self.lrs[min(self.first + i, len(self.lrs) - 1)]:.4g}" if self.lrs else ""
+        eta = (self.total - i - 1) * (time.perf_counter() - self.start) / (i + 1)
+        log.info("%s step %d/%d  loss %.4f%s  %.1f img/s  ETA %dm%02ds", self.desc, i + 1, self.total, loss,
+                 lr, images_per_s, eta // 60, eta % 60)
+
+
+def _check_loss(loss, desc, step, lr_hint, limit):
+    """Stop a diverged run at once: a loss that is not finite, or above `limit`."""
+    if not math.isfinite(loss) or (limit and loss > limit):
+        what = f"became {loss}" if not math.isfinite(loss) else f"reached {loss:.4g} (over {limit:.4g})"
+        raise UserError(f"{desc} step {step}: the loss {what}; training diverged, and the run "
+                        f"stops here (best.ckpt and last.ckpt keep the last good epoch). {lr_hint}")
+
+
+def train_one_epoch(step, net, loader, desc="train", skip_first=False, log_interval=0, lrs=None,
+                    first_step=0, lr_hint="Lower --lr.", loss_limit=None):
+    """Runs one epoch; returns loss, accuracy, images, images/s and skipped (overflowed) steps.
 
     Images/s leaves out the first step when `skip_first` (it includes graph
-    compilation) and counts only time inside this loop.
+    compilation) and counts only time inside this loop. A loss that is not
+    finite, or above `loss_limit`, ends the run at once with a UserError.
     """
     net.set_train(True)
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
     timed_images, start = 0, time.perf_counter()
-    for i, (images, labels) in enumerate(_progress(loader.create_tuple_iterator(num_epochs=1),
-                                                   loader.get_dataset_size(), desc)):
-        loss, ok = step(images, labels)
+    total = loader.get_dataset_size()
+    step_log = StepLog(desc, total, log_interval, lrs, first_step)
+    if skip_first:
+        log.info("%s: compiling the training graph (the first step takes longer)", desc)
+    for i, (images, labels) in enumerate(_progress(loader.create_tuple_iterator(num_epochs=1), total, desc)):
+        loss, ok, overflow = step(images, labels)
         n = images.shape[0]
-        loss_sum += float(loss.asnumpy()) * n
+        value = float(loss.asnumpy())
+        _check_loss(value, desc, i + 1, lr_hint, loss_limit)
+        loss_sum += value * n
         correct += int(ok.asnumpy())
+        skipped += int(overflow.asnumpy())
         seen += n
         if i == 0 and skip_first:
             start = time.perf_counter()
         else:
             timed_images += n
+        elapsed = time.perf_counter() - start
+        step_log(i, loss_sum / seen, timed_images / elapsed if elapsed > 0 and timed_images else float("nan"))
     elapsed = time.perf_counter() - start
-    return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1), "images": seen,
+    return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1), "images": seen, "skipped": skipped,
             "images_per_s": timed_images / elapsed if elapsed > 0 and timed_images else float("nan")}
 
 
@@ -141,6 +186,25 @@ def evaluate(eval_step, net, loader, num_classes, desc="eval", keep_logits=False
     if keep_logits:
         out["logits"] = np.concatenate(all_logits) if all_logits else np.zeros((0, num_classes))
     return out
+
+
+def class_report(confusion, class_names):
+    """Per-class precision, recall, F1 and support, and their macro and weighted averages.
+
+    A class never predicted has precision 0 (and so F1 0), as scikit-learn reports it.
+    """
+    confusion = np.asarray(confusion, np.float64)
+    tp, support, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
+    precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+    recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    rows = {name: {"precision": p, "recall": r, "f1": f, "support": int(n)}
+            for name, p, r, f, n in zip(class_names, precision, recall, f1, support)}
+    weights = support / max(support.sum(), 1)
+    average = {"macro": {k: float(np.mean(v)) for k, v in (("precision", precision), ("recall", recall), ("f1", f1))},
+               "weighted": {k: float(np.dot(weights, v)) for k, v in (("precision", precision), ("recall", recall),
+                                                                       ("f1", f1))}}
+    return {k: {m: float(x) if m != "support" else x for m, x in v.items()} for k, v in rows.items()}, average
 
 
 def per_class_accuracy(confusion):

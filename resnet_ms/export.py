@@ -11,7 +11,6 @@ residual add is `out + identity` (in-place `+=` does not convert), the head is
 a mean over H and W (adaptive pooling does not convert), and torchvision's
 padded max-pool is an explicit pad + valid max-pool (see models.max_pool).
 """
-import json
 import os
 import shutil
 import tempfile
@@ -19,7 +18,9 @@ import tempfile
 import numpy as np
 
 from .errors import UserError
-from .inference import load_model
+from .files import TMP_PREFIX, write_json
+from .runtime import native_layers
+from .weights import load_model
 
 SUFFIX = {"MINDIR": ".mindir", "ONNX": ".onnx"}
 
@@ -49,22 +50,22 @@ def export_checkpoint(ckpt, fmt="MINDIR", output=None, image_size=0, batch_size=
     folder = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(folder):
         raise UserError(f"--output {dest}: folder {folder} does not exist")
-    net, meta = load_model(ckpt, model, num_classes)
-    size = image_size or meta["image_size"]
+    with native_layers():  # MINDIR and ONNX files hold MindSpore's standard ops
+        net, record = load_model(ckpt, model, num_classes)
+    size = image_size or record.image_size
     if size < 32:
         raise UserError(f"--image_size {size}: must be at least 32")
     sample = ms.Tensor(np.zeros((batch_size, 3, size, size), np.float32))
-    info = {"format": fmt, "input_shape": [batch_size, 3, size, size], "model": meta["model"],
-            "padding": meta.get("padding", "same"), "mean": meta["mean"], "std": meta["std"],
-            "class_names": meta["class_names"], "checkpoint": os.path.basename(ckpt)}
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=folder)
+    info = {"format": fmt, "input_shape": [batch_size, 3, size, size], "model": record.model,
+            "padding": record.padding, "mean": list(record.mean), "std": list(record.std),
+            "class_names": list(record.class_names), "checkpoint": os.path.basename(ckpt)}
+    # ms.export chooses the file name (it appends the suffix), so it writes
+    # into a temporary folder and the finished file is renamed into place.
+    tmp = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=folder)
     try:
-        # ms.export appends the suffix itself
         ms.export(net, sample, file_name=os.path.join(tmp, "model"), file_format=fmt)
-        with open(os.path.join(tmp, "model.json"), "w") as f:
-            json.dump(info, f, indent=2)
         os.replace(os.path.join(tmp, "model" + SUFFIX[fmt]), dest)
-        os.replace(os.path.join(tmp, "model.json"), dest + ".json")
+        write_json(dest + ".json", info)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {dest} ({fmt}, input {info['input_shape']}) and {dest}.json")

@@ -1,8 +1,8 @@
 """Downloads that are checked before anything trusts them.
 
 The transfer itself is the `download` package's (the course uses it); what it
-does not do is done here: a fresh temporary file per attempt (it would resume
-a stale `.part`), a checksum of what arrived, extraction into a temporary
+does not do is done here: a fresh temporary file per attempt (files.atomic_path;
+`download` itself would resume a stale `.part`), a checksum of what arrived, extraction into a temporary
 folder that refuses entries escaping it, and an atomic rename into place, so a
 failed attempt leaves nothing that a later run could take for success.
 """
@@ -16,6 +16,7 @@ import urllib.error
 import zlib
 
 from .errors import UserError
+from .files import atomic_path
 
 
 def file_digest(path, algorithm="sha256"):
@@ -46,11 +47,7 @@ def fetch_file(url, dest, checksum=None, timeout=30.0, verify=None):
             check_digest(dest, checksum)
         return dest
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    # The temporary name ends like the final one: MindSpore reads only *.ckpt files.
-    fd, tmp = tempfile.mkstemp(prefix=".part-", suffix="-" + os.path.basename(dest),
-                               dir=os.path.dirname(os.path.abspath(dest)))
-    os.close(fd)
-    try:
+    with atomic_path(dest) as tmp:
         _transfer(url, tmp, timeout)
         if checksum:
             check_digest(tmp, checksum)
@@ -59,10 +56,6 @@ def fetch_file(url, dest, checksum=None, timeout=30.0, verify=None):
                 verify(tmp)
             except UserError as e:
                 raise UserError(f"{url}: {str(e).replace(tmp + ': ', '')}") from None
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return dest
 
 

@@ -1,52 +1,39 @@
-"""A model from a checkpoint, and predictions on images."""
+"""Predictions on images: a checkpoint's preprocessing, batches of logits, probabilities."""
+import os
+
 import numpy as np
 
-from .checkpoint import load_weights, read_checkpoint
-from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, image_transforms
-from .errors import UserError
-from .models import MODEL_NAMES, build_model
+from .data import CIFAR10_URL, image_transforms, open_source
+from .errors import UserError, first_line
+from .images import decode, is_image_name
 
 
-def load_model(ckpt, model=None, num_classes=0):
-    """(network in eval mode, metadata) from a checkpoint file.
+def source_for(record, dataset, data_dir, data_url=CIFAR10_URL, bad_images="stop"):
+    """The data set as the checkpoint's run split it (the recorded val_split and seed)."""
+    val_split = 0.1 if record.val_split is None else record.val_split
+    source = open_source(dataset or record.dataset, data_dir, val_split, record.split_seed,
+                         data_url, bad_images)
+    if len(source.class_names) != record.num_classes:
+        raise UserError(f"--data_dir {data_dir}: {len(source.class_names)} classes, "
+                        f"but the checkpoint has {record.num_classes}")
+    return source
 
-    A resnet_ms checkpoint describes itself. A plain-weights file (the
-    course's format) needs `model`; its class count is read from `fc.bias`,
-    and it is taken to be CIFAR-10 at 32 px when it has 10 classes.
+
+def preprocess(images, record, kind=None):
+    """HWC uint8 images -> one float32 NCHW batch, with the checkpoint's eval transforms.
+
+    A CIFAR-kind checkpoint takes whole 32-px pictures: an image of another
+    size is scaled (shorter side) and centre-cropped to the input size, not
+    given the 256/224 margin of ImageNet-style evaluation.
     """
-    tensors, meta = read_checkpoint(ckpt)
-    name = model or meta.get("model")
-    if name is None:
-        raise UserError(f"--ckpt {ckpt}: plain weights without metadata; pass --model "
-                        f"({'|'.join(MODEL_NAMES)}) and --num_classes")
-    if "classifier.weight" in tensors:
-        raise UserError(f"--ckpt {ckpt}: mindcv's names; convert it first: "
-                        f"python convert.py --from mindcv {ckpt} converted.ckpt")
-    if "fc.bias" not in tensors:
-        raise UserError(f"--ckpt {ckpt}: no fc.bias tensor; not a ResNet classifier checkpoint")
-    n = num_classes or meta.get("num_classes") or int(tensors["fc.bias"].shape[0])
-    if not meta:
-        meta = {"model": name, "num_classes": n, "image_size": 32, "stem": "imagenet",
-                "mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD), "dataset": "cifar10",
-                "class_names": list(CIFAR10_CLASSES) if n == 10 else [str(i) for i in range(n)]}
-    if "conv1.weight" in tensors:  # the first kernel's size tells cifar from the 7x7 stems
-        if tensors["conv1.weight"].shape[-1] == 3:
-            meta["stem"] = "cifar"
-        elif meta.get("stem") not in ("imagenet", "nopool"):  # nopool only from metadata
-            meta["stem"] = "imagenet"
-    # Files from before the padding option, and the course's, use 'same'.
-    net = build_model(name, n, stem=meta.get("stem", "imagenet"), padding=meta.get("padding", "same"))
-    load_weights(net, tensors, ckpt)
-    net.set_train(False)
-    return net, meta
-
-
-def preprocess(images, meta, kind=None):
-    """HWC uint8 images -> one float32 NCHW batch, with the checkpoint's eval transforms."""
     import mindspore.dataset.transforms as T
-    ops = T.Compose(image_transforms(kind or meta.get("dataset", "cifar10"), False,
-                                     meta["image_size"], meta["mean"], meta["std"]))
-    return np.stack([ops(img) for img in images]).astype(np.float32)
+    import mindspore.dataset.vision as V
+    kind = kind or record.dataset
+    size = record.image_size
+    ops = T.Compose(image_transforms(kind, False, size, record.mean, record.std))
+    fit = T.Compose([V.Resize(size), V.CenterCrop(size)])
+    batch = [ops(fit(img) if kind == "cifar10" and img.shape[:2] != (size, size) else img) for img in images]
+    return np.stack(batch).astype(np.float32)
 
 
 def softmax(logits):
@@ -61,38 +48,9 @@ def predict(net, batch):
     return probs.argmax(1), probs.max(1)
 
 
-def _source_for(meta, dataset, data_dir, data_url, bad_images="stop"):
-    """The data set as the checkpoint's run split it (same val_split and seed)."""
-    from .data import open_source
-    cfg = meta.get("config", {})
-    source = open_source(dataset or meta.get("dataset", "cifar10"), data_dir,
-                         cfg.get("val_split", 0.1), cfg.get("seed", 0), data_url, bad_images)
-    if len(source.class_names) != meta["num_classes"]:
-        raise UserError(f"--data_dir {data_dir}: {len(source.class_names)} classes, "
-                        f"but the checkpoint has {meta['num_classes']}")
-    return source
-
-
-def evaluate_checkpoint(ckpt, data_dir, split="test", dataset=None, model=None, num_classes=0,
-                        batch_size=256, limit_batches=0, workers=2, data_url=None, bad_images="stop"):
-    """Top-1/top-5/loss/per-class accuracy and the confusion matrix of `ckpt` on a split."""
-    from .data import CIFAR10_URL, make_loader
-    from .engine import evaluate, make_eval_step, per_class_accuracy
-    net, meta = load_model(ckpt, model, num_classes)
-    source = _source_for(meta, dataset, data_dir, data_url or CIFAR10_URL, bad_images)
-    loader = make_loader(source, split, batch_size, meta["image_size"], meta["mean"], meta["std"],
-                         limit_batches=limit_batches, workers=workers)
-    result = evaluate(make_eval_step(net), net, loader, meta["num_classes"], desc=split)
-    result["per_class"] = dict(zip(source.class_names, per_class_accuracy(result["confusion"]).tolist()))
-    result.update(class_names=list(source.class_names), split=split, checkpoint=ckpt,
-                  epoch=meta.get("epoch"), model=meta["model"])
-    return result
-
-
-def sample_images(ckpt_meta, data_dir, split, count, dataset=None, seed=0):
+def sample_images(record, data_dir, split, count, dataset=None, seed=0):
     """`count` raw (HWC uint8) images and labels of a split, picked by `seed`."""
-    from .data import CIFAR10_URL
-    source = _source_for(ckpt_meta, dataset, data_dir, CIFAR10_URL)
+    source = source_for(record, dataset, data_dir)
     pool = source.indices(split)
     picked = np.sort(np.random.default_rng(seed).choice(pool, min(count, len(pool)), replace=False))
     images, labels = [], []
@@ -102,34 +60,84 @@ def sample_images(ckpt_meta, data_dir, split, count, dataset=None, seed=0):
     return images, np.asarray(labels), source.kind
 
 
-def load_image_files(paths):
-    from PIL import Image, UnidentifiedImageError
+def load_image_files(paths, flag="--images"):
+    """Decoded images (images.decode: the pixels training and evaluation see); a file that
+    cannot be decoded is a UserError naming it."""
     images = []
     for p in paths:
         try:
-            with Image.open(p) as im:
-                images.append(np.asarray(im.convert("RGB")))
-        except (OSError, UnidentifiedImageError) as e:
-            raise UserError(f"--images {p}: cannot read this image ({e})") from None
+            images.append(decode(p))
+        except (ValueError, OSError) as e:
+            raise UserError(f"{flag} {p}: cannot read this image ({first_line(e)})") from None
     return images
 
 
-def write_eval_report(result, out_dir):
-    """Print the summary and per-class table; write <split>_metrics.json and the confusion PNG."""
+def find_images(sources):
+    """(image files, other files) from files and folders; folders are walked recursively, in
+    sorted order. Files named directly are always tried; in folders, only image extensions."""
+    files, others = [], []
+    for src in sources:
+        if os.path.isfile(src):
+            files.append(src)
+        elif os.path.isdir(src):
+            for root, dirs, names in os.walk(src):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    path = os.path.join(root, name)
+                    if is_image_name(name):
+                        files.append(path)
+                    elif not name.startswith("."):
+                        others.append(path)
+        else:
+            raise UserError(f"--source {src}: no such file or folder")
+    return files, others
+
+
+def predict_files(net, record, files, batch_size=32, topk=5, progress=None):
+    """Yields (path, [(class, probability)] * topk, error) for each file, in order.
+
+    Unreadable files give their reason in `error` and no classes; they never stop the rest.
+    """
+    topk = min(topk, record.num_classes)
+    for start in range(0, len(files), batch_size):
+        chunk, images, errors = files[start:start + batch_size], [], {}
+        for path in chunk:
+            try:
+                images.append((path, decode(path)))
+            except (ValueError, OSError) as e:
+                errors[path] = first_line(e)
+        probs = {}
+        if images:
+            import mindspore as ms
+            batch = preprocess([img for _, img in images], record)
+            full = np.zeros((batch_size,) + batch.shape[1:], np.float32)  # one shape: one compiled graph
+            full[:len(batch)] = batch
+            p = softmax(net(ms.Tensor(full)).asnumpy()[:len(batch)].astype(np.float64))
+            probs = {path: row for (path, _), row in zip(images, p)}
+        for path in chunk:
+            if path in errors:
+                yield path, [], errors[path]
+            else:
+                order = np.argsort(-probs[path], kind="stable")[:topk]
+                yield path, [(record.class_names[k], float(probs[path][k])) for k in order], None
+        if progress is not None:
+            progress(len(chunk))
+
+
+def write_predictions(rows, path, fmt, topk):
+    """Write predict_files' rows as CSV (path, class_1, prob_1, ..., error) or JSON, atomically."""
+    import csv
+    import io
     import json
-    import os
-    from .plots import plot_confusion
-    os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"eval_{result['split']}")
-    width = max(len(c) for c in result["class_names"])
-    print(f"{result['model']} on {result['split']} ({result['images']} images): top-1 {result['top1']:.4f}  "
-          f"top-5 {result['top5']:.4f}  loss {result['loss']:.4f}")
-    for name, acc in result["per_class"].items():
-        print(f"  {name:<{width}}  {acc:.4f}")
-    summary = {k: result[k] for k in ("checkpoint", "model", "epoch", "split", "images",
-                                      "top1", "top5", "loss", "per_class")}
-    summary["confusion"] = result["confusion"].tolist()
-    with open(stem + "_metrics.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    png = plot_confusion(result["confusion"], result["class_names"], stem + "_confusion.png")
-    print(f"wrote {stem}_metrics.json and {png}")
+    from .files import write_text
+    if fmt == "json":
+        data = [{"path": p, "top": [{"class": c, "probability": round(q, 6)} for c, q in top], "error": err}
+                for p, top, err in rows]
+        return write_text(path, json.dumps(data, indent=2) + "\n")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path"] + [f"{f}_{i}" for i in range(1, topk + 1) for f in ("class", "prob")] + ["error"])
+    for p, top, err in rows:
+        cells = [x for c, q in top for x in (c, f"{q:.6f}")]
+        w.writerow([p] + cells + [""] * (2 * topk - len(cells)) + [err or ""])
+    return write_text(path, buf.getvalue())

@@ -18,8 +18,8 @@ weights under another convention give logits that are off by percents, so
 from mindspore import nn
 from mindspore.common.initializer import HeNormal, Zero
 
-from .runtime import small_maps_as_matmul
-from .smallmap import Conv2d
+from .layers import BatchNorm2d, Conv2d
+from .runtime import onednn_layers, small_maps_as_matmul
 
 # Convolutions: He-normal on fan-out, as in the ResNet paper's code; the course
 # used Normal(0.02), which trains far slower from scratch.
@@ -36,10 +36,11 @@ def conv(in_ch, out_ch, kernel, stride=1, padding="same"):
         pad = {"pad_mode": "same"}
     else:  # kernel // 2 on every side, as both mindcv and torchvision do
         pad = {"pad_mode": "pad", "padding": kernel // 2}
-    # smallmap.Conv2d is nn.Conv2d (same parameter, same results) that runs
-    # as a matrix product on 1x1/2x2 maps, where oneDNN's convolution is slow.
-    return Conv2d(in_ch, out_ch, kernel_size=kernel, stride=stride, has_bias=False,
-                  weight_init=_CONV_INIT, dense=small_maps_as_matmul(), **pad)
+    # layers.Conv2d is nn.Conv2d (same parameter, same results) with the CPU
+    # fast paths: resnet_ms's oneDNN kernels, or 1x1/2x2 maps as a matrix product.
+    onednn = onednn_layers()
+    return Conv2d(in_ch, out_ch, kernel_size=kernel, stride=stride, has_bias=False, weight_init=_CONV_INIT,
+                  dense=not onednn and small_maps_as_matmul(), onednn=onednn, **pad)
 
 
 def max_pool(padding="same"):
@@ -57,8 +58,8 @@ def max_pool(padding="same"):
 
 def norm(channels, zero_gamma=False):
     # zero_gamma starts a residual branch as the identity (Goyal et al. 2017).
-    return nn.BatchNorm2d(channels, momentum=0.9,
-                          gamma_init=Zero() if zero_gamma else "ones")
+    return BatchNorm2d(channels, momentum=0.9, gamma_init=Zero() if zero_gamma else "ones",
+                       onednn=onednn_layers())
 
 
 class ResidualBlockBase(nn.Cell):
@@ -185,51 +186,24 @@ class ResNet(nn.Cell):
         return self.fc(c5.mean(axis=(2, 3)))  # global average pool, any input size
 
 
-_ARCHS = {
+ARCHS = {
     "resnet18": (ResidualBlockBase, (2, 2, 2, 2)),
     "resnet34": (ResidualBlockBase, (3, 4, 6, 3)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
     "resnet101": (Bottleneck, (3, 4, 23, 3)),
     "resnet152": (Bottleneck, (3, 8, 36, 3)),
 }
-MODEL_NAMES = tuple(_ARCHS)
+MODEL_NAMES = tuple(ARCHS)
 
 
-def build_model(name, num_classes=1000, pretrained=None, **kwargs):
-    """Build `name` from MODEL_NAMES; `pretrained` is anything `--pretrained` takes.
+def resnet(name, num_classes=1000, **kwargs):
+    """The architecture `name` (one of MODEL_NAMES) with fresh weights.
 
-    With weights, the network gets their padding convention unless `padding` is given.
+    kwargs go to ResNet (stem, padding, zero_init_residual). Networks with
+    pretrained weights come from `resnet_ms.build_model` (weights.py), which
+    builds with this and then loads.
     """
-    if name not in _ARCHS:
+    if name not in ARCHS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    block, layers = _ARCHS[name]
-    weights = None
-    if pretrained not in (None, "none"):
-        from .weights import open_pretrained  # weights imports models: import late
-        weights = open_pretrained(name, pretrained)
-        kwargs.setdefault("padding", weights.padding)
-    net = ResNet(block, layers, num_classes, **kwargs)
-    if weights is not None:
-        from .weights import load_into
-        load_into(net, weights)
-    return net
-
-
-def resnet18(num_classes=1000, pretrained=None, **kwargs):
-    return build_model("resnet18", num_classes, pretrained, **kwargs)
-
-
-def resnet34(num_classes=1000, pretrained=None, **kwargs):
-    return build_model("resnet34", num_classes, pretrained, **kwargs)
-
-
-def resnet50(num_classes=1000, pretrained=None, **kwargs):
-    return build_model("resnet50", num_classes, pretrained, **kwargs)
-
-
-def resnet101(num_classes=1000, pretrained=None, **kwargs):
-    return build_model("resnet101", num_classes, pretrained, **kwargs)
-
-
-def resnet152(num_classes=1000, pretrained=None, **kwargs):
-    return build_model("resnet152", num_classes, pretrained, **kwargs)
+    block, layers = ARCHS[name]
+    return ResNet(block, layers, num_classes, **kwargs)

@@ -1,28 +1,23 @@
 """Pictures: training curves, confusion matrices, prediction grids (headless)."""
-import csv
-
 import matplotlib
 
 matplotlib.use("Agg")  # no window, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .files import atomic_path  # noqa: E402
+
 
 def _save(fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
 
 
-def read_metrics(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def plot_curves(metrics_csv, path):
-    """Loss and accuracy per epoch, training against validation."""
-    rows = read_metrics(metrics_csv)
+def plot_curves(rows, path):
+    """Loss and accuracy per epoch (rows of metrics.csv), training against validation."""
     epochs = [int(r["epoch"]) for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
@@ -62,11 +57,11 @@ def plot_confusion(confusion, class_names, path):
     return _save(fig, path)
 
 
-def plot_predictions(images, predicted, confidence, class_names, path, true=None, columns=6):
+def plot_predictions(images, predicted, confidence, class_names, path, true=None, columns=6, names=None):
     """A grid of images titled 'predicted (confidence)'; blue when right, red when wrong.
 
     `images` are HWC uint8; `true` holds -1 (or is None) where the label is unknown,
-    and those titles are black.
+    and those titles are black. `names` (file names) head the titles when given.
     """
     n = len(images)
     cols = min(columns, n)
@@ -78,6 +73,8 @@ def plot_predictions(images, predicted, confidence, class_names, path, true=None
             continue
         ax.imshow(images[k])
         title = f"{class_names[predicted[k]]} ({100 * confidence[k]:.0f}%)"
+        if names is not None:
+            title = f"{names[k]}\n{title}"
         color = "black"
         if true is not None and true[k] >= 0:
             color = "blue" if true[k] == predicted[k] else "red"

@@ -1,27 +1,23 @@
-"""Process-level settings: the CPU fast path, device choice, graph mode.
+"""Process-level settings: the CPU fast paths, device choice, graph mode.
 
-`apply_cpu_fast_path` must run before MindSpore is first imported, because
-oneDNN reads its environment once, when the library loads; `resnet_ms/__init__`
-calls it first thing.
+`cpu_kernels.enable` and `apply_cpu_fast_path` must run before MindSpore is
+first imported (MindSpore reads MS_OP_PLUGIN_PATH, oneDNN its ISA setting,
+once); `resnet_ms/__init__` imports this module first thing.
 """
+import contextlib
 import logging
 import os
 import sys
 
-from .errors import UserError
+# MindSpore's C++ warnings go to stderr between our own lines; keep its errors
+# only unless the user chose a level (GLOG_v: 0 debug ... 3 error).
+os.environ.setdefault("GLOG_v", "3")
+
+from . import cpu_kernels  # noqa: E402
+from .errors import UserError  # noqa: E402
+from .machine import cpu_info  # noqa: E402
 
 log = logging.getLogger("resnet_ms")
-
-
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def apply_cpu_fast_path():
@@ -35,15 +31,39 @@ def apply_cpu_fast_path():
     """
     if "mindspore" in sys.modules and "ONEDNN_MAX_CPU_ISA" not in os.environ:
         return "cpu fast path: not applied (mindspore was imported before resnet_ms)"
+    if "ONEDNN_MAX_CPU_ISA" not in os.environ and cpu_kernels.active():
+        return "oneDNN ISA: uncapped (resnet_ms's kernels use the blocked AVX-512 paths)"
     if "ONEDNN_MAX_CPU_ISA" in os.environ:
         return f"cpu fast path: ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']} (set by you)"
-    if "avx512f" in _cpu_flags():
+    if "avx512f" in cpu_info()["flags"]:
         os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
         return "cpu fast path: ONEDNN_MAX_CPU_ISA=AVX2 (AVX-512 CPU; set it yourself to override)"
     return "cpu fast path: not needed (no AVX-512)"
 
 
+KERNELS = cpu_kernels.enable()
 FAST_PATH = apply_cpu_fast_path()
+_native_layers = []  # inside native_layers(): networks are built with MindSpore's own ops
+
+
+@contextlib.contextmanager
+def native_layers():
+    """Build networks with the standard ops inside this block (export, mixed precision)."""
+    _native_layers.append(True)
+    try:
+        yield
+    finally:
+        _native_layers.pop()
+
+
+def onednn_layers():
+    """Whether a network built now runs its convolutions and BatchNorm on resnet_ms's
+    oneDNN kernels: CPU, graph mode (MindSpore routes ops to plugins only there), kernels
+    loaded, not inside native_layers()."""
+    if not cpu_kernels.active() or _native_layers:
+        return False
+    import mindspore as ms
+    return detect_device() == "CPU" and ms.get_context("mode") == ms.GRAPH_MODE
 
 
 def detect_device():
@@ -83,10 +103,14 @@ def describe_small_maps():
 def init_context(device_target="auto", mode="graph", seed=None):
     """Set device and execution mode; returns the device target in use."""
     import mindspore as ms
-    target = detect_device() if device_target == "auto" else device_target
+    build = detect_device()
+    target = build if device_target == "auto" else device_target
+    if target not in (build, "CPU"):  # every build also runs on the CPU
+        raise UserError(f"--device_target {target}: this MindSpore {ms.__version__} is the {build} build; "
+                        f"install MindSpore's {target} build for that device, or pass --device_target {build}")
     ms.set_device(target)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     if seed is not None:
         ms.set_seed(seed)
-    log.info("device %s, %s mode; %s; %s", target, mode, FAST_PATH, describe_small_maps())
+    log.info("device %s, %s mode; %s; %s; %s", target, mode, KERNELS, FAST_PATH, describe_small_maps())
     return target

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import ops
 
 _MAX_WASTE = 2.0
 _SIZES = (1, 2)  # square input sizes that get a precomputed table
@@ -55,47 +55,32 @@ def tap_table(size, kernel, stride, pad_mode, padding):
     return taps
 
 
-class Conv2d(nn.Conv2d):
-    """nn.Conv2d that runs as one matrix product on 1x1 and 2x2 inputs where that pays.
+def tables_for(conv):
+    """(taps for 1x1 input or None, its output size, taps for 2x2 or None, its output size)
+    of an nn.Conv2d, where the dense form pays; all None where it never does."""
+    none = (None, 0, None, 0)
+    if conv.group != 1 or conv.has_bias or tuple(conv.dilation) != (1, 1):
+        return none
+    k, s = conv.kernel_size[0], conv.stride[0]
+    if conv.kernel_size[1] != k or conv.stride[1] != s:
+        return none
+    pad = conv.padding if isinstance(conv.padding, int) else None
+    if conv.pad_mode == "pad" and pad is None:
+        return none  # asymmetric explicit padding: not needed by ResNet
+    out = []
+    for n in _SIZES:
+        taps = tap_table(n, k, s, conv.pad_mode, pad or 0)
+        out += [None, 0] if taps is None else [ms.Tensor(taps), output_size(n, k, s, conv.pad_mode, pad or 0)[0]]
+    return tuple(out)
 
-    The input size is static in graph mode, so the branch is decided when the
-    graph compiles; other sizes run nn.Conv2d unchanged.
-    """
 
-    def __init__(self, *args, dense=True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.dense = False
-        self.taps1 = self.taps2 = None
-        self.out1 = self.out2 = 0
-        if not dense or self.group != 1 or self.has_bias or tuple(self.dilation) != (1, 1):
-            return
-        k, s = self.kernel_size[0], self.stride[0]
-        if self.kernel_size[1] != k or self.stride[1] != s:
-            return
-        pad = self.padding if isinstance(self.padding, int) else None
-        if self.pad_mode == "pad" and pad is None:
-            return  # asymmetric explicit padding: not needed by ResNet
-        tables = [tap_table(n, k, s, self.pad_mode, pad or 0) for n in _SIZES]
-        if tables[0] is not None:
-            self.taps1, self.out1 = ms.Tensor(tables[0]), output_size(1, k, s, self.pad_mode, pad or 0)[0]
-        if tables[1] is not None:
-            self.taps2, self.out2 = ms.Tensor(tables[1]), output_size(2, k, s, self.pad_mode, pad or 0)[0]
-        self.dense = self.taps1 is not None or self.taps2 is not None
-
-    def _as_matmul(self, x, taps, out):
-        o, c = self.out_channels, self.in_channels
-        t, q, p = taps.shape
-        w = self.weight.reshape(o, c, t).transpose(1, 0, 2).reshape(c * o, t)
-        big = ops.matmul(w, taps.reshape(t, q * p))  # (c*o, q*p): the kernel spread over pixels
-        big = big.reshape(c, o, q, p).transpose(0, 2, 1, 3).reshape(c * q, o * p)
-        y = ops.matmul(x.reshape(x.shape[0], c * q), big)
-        return y.reshape(x.shape[0], o, out, out)
-
-    def construct(self, x):
-        if self.dense:
-            h, w = x.shape[2], x.shape[3]
-            if h == 1 and w == 1 and self.taps1 is not None:
-                return self._as_matmul(x, self.taps1, self.out1)
-            if h == 2 and w == 2 and self.taps2 is not None:
-                return self._as_matmul(x, self.taps2, self.out2)
-        return super().construct(x)
+def as_matmul(x, weight, taps, out):
+    """The convolution of x (N, C, n, n) by weight (O, C, k, k) as one product with the spread kernel."""
+    o, c = weight.shape[0], weight.shape[1]
+    t, q, p = taps.shape
+    taps, weight = taps.astype(x.dtype), weight.astype(x.dtype)  # float16 under mixed precision
+    w = weight.reshape(o, c, t).transpose(1, 0, 2).reshape(c * o, t)
+    big = ops.matmul(w, taps.reshape(t, q * p))  # (c*o, q*p): the kernel spread over pixels
+    big = big.reshape(c, o, q, p).transpose(0, 2, 1, 3).reshape(c * q, o * p)
+    y = ops.matmul(x.reshape(x.shape[0], c * q), big)
+    return y.reshape(x.shape[0], o, out, out)

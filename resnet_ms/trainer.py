@@ -2,73 +2,60 @@
 
 Each epoch: train, evaluate on the selection split, append to metrics.csv,
 save best.ckpt when the selection accuracy improves, then last.ckpt (with
-optimizer state) for --resume. Every file is replaced atomically, so a crash
-at any moment leaves the previous complete version in place.
+optimizer state) for --resume. Every file is replaced atomically (runs.py),
+so a crash at any moment leaves the previous complete version in place.
 """
-import csv
+import contextlib
 import logging
-import os
+import math
 import time
+from dataclasses import dataclass
+
+import numpy as np
 
 import mindspore as ms
 from mindspore import nn
 
 from . import config as config_lib
 from . import distributed
-from .checkpoint import load_optimizer_state, load_weights, read_checkpoint, save_checkpoint
+from .checkpoint import CheckpointRecord, load_optimizer_state
 from .data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, make_loader, open_source
 from .engine import build_optimizer, cosine_lr, evaluate, make_eval_step, make_train_step, train_one_epoch
 from .errors import UserError
-from .models import build_model
-from .plots import plot_curves
-from .runtime import init_context
-from .weights import load_into, open_pretrained
+from .plots import plot_confusion, plot_curves
+from .runs import RunFolder
+from .runtime import init_context, native_layers
+from .weights import load_network, open_weights
 
 log = logging.getLogger("resnet_ms")
-METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
-                 "val_images", "train_images_per_s", "epoch_s"]
-
-
-def write_metrics(path, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, METRIC_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def read_metrics_rows(path, up_to_epoch):
-    if not os.path.isfile(path):
-        return []
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= up_to_epoch]
-
-
-def _remove_temporaries(out):
-    """Temporary files a killed run left (never taken for checkpoints: see checkpoint.py)."""
-    if os.path.isdir(out):
-        for name in os.listdir(out):
-            if (name.startswith(".tmp-") and name.endswith(".ckpt")) or name.endswith(".tmp"):
-                os.remove(os.path.join(out, name))
+# A cross-entropy this many times that of a uniform guess (ln classes) does not come back:
+# the run has diverged (--lr 50 reaches 260x within two steps), so it stops there.
+LOSS_LIMIT = 100
+# The schedule and the data order depend on these: a change would not be a resume.
+RESUME_MUST_MATCH = ("model", "stem", "dataset", "batch_size", "epochs", "image_size", "seed")
 
 
 def normalisation(cfg, pretrained):
-    """Mean/std follow the weights: their record's, a checkpoint's own, else the data's."""
-    if pretrained is not None and pretrained.record is not None:
-        return pretrained.record.mean, pretrained.record.std
-    if pretrained is not None and pretrained.meta:
-        return tuple(pretrained.meta["mean"]), tuple(pretrained.meta["std"])
+    """Mean/std follow the weights: their record's, else the data's.
+
+    A plain weight file (no record of its own) is almost always ImageNet's.
+    """
     if pretrained is not None:
-        return IMAGENET_MEAN, IMAGENET_STD  # a plain weight file: almost always ImageNet's
+        return (pretrained.record.mean, pretrained.record.std) if pretrained.described \
+            else (IMAGENET_MEAN, IMAGENET_STD)
     return (CIFAR10_MEAN, CIFAR10_STD) if cfg.dataset == "cifar10" else (IMAGENET_MEAN, IMAGENET_STD)
 
 
+def amp_level(cfg, device):
+    """`auto`: O2 (float16) on GPU/Ascend, O0 (float32) on CPU."""
+    if cfg.amp_level == "auto":
+        return "O0" if device == "CPU" else "O2"
+    return cfg.amp_level
+
+
 def amp_setup(cfg, device):
-    """(amp level, loss scaler): O2 with a dynamic loss scale on GPU/Ascend, fp32 on CPU."""
-    level = cfg.amp_level
-    if level == "auto":
-        level = "O0" if device == "CPU" else "O2"
+    """(amp level, loss scaler): a dynamic loss scale with float16."""
+    level = amp_level(cfg, device)
     if level == "O0":
         return level, None
     # fp16 gradients underflow without scaling; start high, halve on overflow,
@@ -76,139 +63,255 @@ def amp_setup(cfg, device):
     return level, ms.amp.DynamicLossScaler(scale_value=2 ** 16, scale_factor=2, scale_window=1000)
 
 
-def _check_resume(meta, cfg, num_classes, last_path):
-    # The schedule and the data order depend on these: a change would not be a resume.
-    changed = [k for k in ("model", "stem", "dataset", "batch_size", "epochs", "image_size", "seed")
-               if meta["config"].get(k) != getattr(cfg, k)]
-    if meta["num_classes"] != num_classes:
+def _check_resume(record, cfg, num_classes, last_path):
+    changed = [k for k in RESUME_MUST_MATCH if record.config.get(k) != getattr(cfg, k)]
+    if record.num_classes != num_classes:
         changed.append("num_classes")
     if changed:
         raise UserError(f"--resume: {last_path} was made with other {', '.join(changed)}; "
                         "resume with the same configuration")
 
 
-def _metrics_row(epoch, lr, tr, ev, seconds):
-    return {"epoch": epoch, "lr": f"{lr:.6g}", "train_loss": f"{tr['loss']:.5f}",
-            "train_acc": f"{tr['acc']:.5f}", "val_loss": f"{ev['loss']:.5f}", "val_acc": f"{ev['top1']:.5f}",
-            "val_top5": f"{ev['top5']:.5f}", "val_images": ev["images"], "train_images_per_s": f"{tr['images_per_s']:.1f}",
-            "epoch_s": f"{seconds:.1f}"}
+@dataclass
+class Setup:
+    """What a run decided before its first step."""
+    device: str
+    rank: int
+    world: int
+    folder: RunFolder
+    source: object
+    select: str  # the split best.ckpt is chosen on
+    steps: int  # per epoch
+    record: CheckpointRecord  # written into every checkpoint, epoch fields updated
 
 
-def run(cfg):
-    """Train as `cfg` says; returns a summary (best epoch and accuracy, paths, the network)."""
-    device = init_context(cfg.device_target, cfg.mode, cfg.seed)  # same seed: same initial weights on every rank
-    rank, world = distributed.init_data_parallel() if cfg.distribute else (0, 1)
-    main = rank == 0  # only rank 0 writes files
-    print(f"rank {rank} of {world}", flush=True)
-    out = cfg.output_dir
-    last_path, best_path = os.path.join(out, "last.ckpt"), os.path.join(out, "best.ckpt")
-    if os.path.exists(last_path) and not cfg.resume:
-        raise UserError(f"--output_dir {out}: already holds a run (last.ckpt); "
-                        "pass --resume to continue it, or choose another --output_dir")
-    if cfg.resume and not os.path.exists(last_path):
-        raise UserError(f"--resume: no {last_path} to continue from")
-    if cfg.batch_size % world:
-        raise UserError(f"--batch_size {cfg.batch_size}: must divide evenly over {world} ranks")
-    per_rank = cfg.batch_size // world
-
+def open_data(cfg, world):
+    """(source, selection split, steps per epoch), checked against the config."""
     source = open_source(cfg.dataset, cfg.data_dir, cfg.val_split, cfg.seed, cfg.data_url, cfg.bad_images)
-    num_classes = len(source.class_names)
-    if cfg.num_classes and cfg.num_classes != num_classes:
-        raise UserError(f"--num_classes {cfg.num_classes}: the data in {cfg.data_dir} has {num_classes} classes")
+    if cfg.num_classes and cfg.num_classes != len(source.class_names):
+        raise UserError(f"--num_classes {cfg.num_classes}: the data in {cfg.data_dir} "
+                        f"has {len(source.class_names)} classes")
     select = "val" if "val" in source.splits else "test"
     if select == "test":
         log.warning("no validation split (--val_split 0): the best checkpoint is chosen on the "
                     "test split, so its test accuracy is optimistic")
-
-    # The weights come first: their padding convention decides how the network is built.
-    resume_state = read_checkpoint(last_path) if cfg.resume else None
-    if resume_state is None:
-        pretrained = open_pretrained(cfg.model, cfg.pretrained)
-        padding = pretrained.padding if pretrained is not None else "same"
-        mean, std = normalisation(cfg, pretrained)
-    else:
-        padding = resume_state[1].get("padding", "same")
-        mean, std = resume_state[1]["mean"], resume_state[1]["std"]
-    net = build_model(cfg.model, num_classes, stem=cfg.stem, zero_init_residual=cfg.zero_init_residual,
-                      padding=padding)
-    if resume_state is None:
-        load_into(net, pretrained)
-
     n_train = len(source.indices("train"))
-    steps = n_train // world // per_rank
+    steps = n_train // world // (cfg.batch_size // world)
     if cfg.limit_train_batches:
         steps = min(steps, cfg.limit_train_batches)
     if steps == 0:
         raise UserError(f"--batch_size {cfg.batch_size}: larger than the {n_train} training images")
-    lrs = cosine_lr(cfg.lr, cfg.min_lr, cfg.epochs * steps, int(cfg.warmup_epochs * steps))
+    counts = source.class_counts("train")
+    print("training images per class: " + ", ".join(f"{c} {n}" for c, n in zip(source.class_names, counts)),
+          flush=True)
+    return source, select, steps
+
+
+def class_weights(cfg, source):
+    """None, or per-class loss weights n / (classes * count): each class weighs as much in total."""
+    if cfg.class_weights == "none":
+        return None
+    counts = source.class_counts("train").astype(np.float64)
+    return counts.sum() / (len(counts) * np.maximum(counts, 1))
+
+
+def freeze(net, what):
+    """Stop training part of the network: no gradient, no update, no weight decay, and
+    frozen BatchNorm layers keep their running statistics (they always normalise with them).
+    Returns the names of the frozen parameters."""
+    if what == "none":
+        return []
+    if what == "backbone":
+        keep = ("fc.",)
+    else:  # layerK: the stem and layers 1..K
+        k = int(what[len("layer"):])
+        keep = tuple(f"layer{i}." for i in range(k + 1, 5)) + ("fc.",)
+    frozen = []
+    for name, cell in net.cells_and_names():
+        if isinstance(cell, nn.BatchNorm2d) and not (name + ".").startswith(keep):
+            cell.use_batch_statistics = False
+    for p in net.get_parameters():
+        if not p.name.startswith(keep):
+            p.requires_grad = False
+            frozen.append(p.name)
+    return frozen
+
+
+def build_network(cfg, num_classes, folder):
+    """(network, resumed Pretrained or None, mean, std).
+
+    The weights come first: their padding convention decides how the network is built.
+    A resume loads last.ckpt through the same door as --pretrained.
+    """
+    build = dict(stem=cfg.stem, zero_init_residual=cfg.zero_init_residual)
+    if cfg.resume:
+        state = open_weights(folder.last, cfg.model)
+        _check_resume(state.record, cfg, num_classes, folder.last)
+        net, _ = load_network(state, cfg.model, num_classes, **build)
+        return net, state, state.record.mean, state.record.std
+    net, pretrained = load_network(cfg.pretrained, cfg.model, num_classes, new_head=True, **build)
+    if cfg.freeze != "none" and pretrained is None:
+        log.warning("--freeze %s with --pretrained none: the frozen part keeps its random weights", cfg.freeze)
+    return net, None, *normalisation(cfg, pretrained)
+
+
+def setup(cfg):
+    device = init_context(cfg.device_target, cfg.mode, cfg.seed)  # same seed: same initial weights on every rank
+    rank, world = distributed.init_data_parallel() if cfg.distribute else (0, 1)
+    print(f"rank {rank} of {world}", flush=True)
+    folder = RunFolder(cfg.output_dir)
+    folder.check(cfg.resume)
+    if cfg.batch_size % world:
+        raise UserError(f"--batch_size {cfg.batch_size}: must divide evenly over {world} ranks")
+    source, select, steps = open_data(cfg, world)
+    n = len(source.class_names)
+    record = CheckpointRecord(cfg.model, n, tuple(source.class_names), cfg.image_size, (), (), stem=cfg.stem,
+                              dataset=cfg.dataset, selection_split=select, val_split=cfg.val_split,
+                              split_seed=cfg.seed, world_size=world, config=config_lib.to_dict(cfg))
+    return Setup(device, rank, world, folder, source, select, steps, record)
+
+
+@dataclass
+class Steps:
+    """The compiled pieces of a run."""
+    net: object
+    optimizer: object
+    lrs: list
+    train: object
+    eval: object
+    amp_level: str
+    scaler: object
+
+
+def compile_steps(cfg, net, s):
+    frozen = freeze(net, cfg.freeze)
+    if frozen:
+        log.info("--freeze %s: %d of %d parameters frozen", cfg.freeze, len(frozen),
+                 sum(1 for _ in net.get_parameters()))
+    lrs = cosine_lr(cfg.lr, cfg.min_lr, cfg.epochs * s.steps, int(cfg.warmup_epochs * s.steps))
     optimizer = build_optimizer(net, lrs or [cfg.lr], cfg.momentum, cfg.weight_decay)
-    level, scaler = amp_setup(cfg, device)
+    level, scaler = amp_setup(cfg, s.device)
     if level != "O0":
         net = ms.amp.auto_mixed_precision(net, level)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    reducer = distributed.grad_reducer(optimizer, world) if world > 1 else None
-    train_step = make_train_step(net, loss_fn, optimizer, scaler, reducer)
-    eval_step = make_eval_step(net)
+    weights = class_weights(cfg, s.source)
+    if weights is not None:
+        log.info("class weights (balanced): %s", ", ".join(f"{w:.3g}" for w in weights))
+        weights = ms.Tensor(weights.astype(np.float32))
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    reducer = distributed.grad_reducer(optimizer, s.world) if s.world > 1 else None
+    return Steps(net, optimizer, lrs, make_train_step(net, loss_fn, optimizer, scaler, reducer),
+                 make_eval_step(net), level, scaler)
 
-    start_epoch, best_acc, best_epoch = 1, -1.0, 0
-    if resume_state is not None:
-        tensors, meta = resume_state
-        _check_resume(meta, cfg, num_classes, last_path)
-        load_weights(net, tensors, last_path)
-        load_optimizer_state(optimizer, tensors, last_path)
-        start_epoch, best_acc, best_epoch = meta["epoch"] + 1, meta["best_acc"], meta["best_epoch"]
-        log.info("resuming %s at epoch %d (best %.4f at epoch %d)", last_path, start_epoch, best_acc, best_epoch)
 
-    metrics_path = os.path.join(out, "metrics.csv")
+def resolved_config(cfg, s, level):
+    return dict(config_lib.to_dict(cfg), resolved={
+        "num_classes": s.record.num_classes, "device": s.device, "amp_level": level,
+        "mean": list(s.record.mean), "std": list(s.record.std), "selection_split": s.select,
+        "steps_per_epoch": s.steps, "world_size": s.world, "global_batch_size": cfg.batch_size,
+        "batch_size_per_rank": cfg.batch_size // s.world,
+        "lr_scaling": "none: lr applies to the global batch, whatever the world size"})
+
+
+def _metrics_row(epoch, lr, tr, ev, seconds):
+    return {"epoch": epoch, "lr": f"{lr:.6g}", "train_loss": f"{tr['loss']:.5f}",
+            "train_acc": f"{tr['acc']:.5f}", "val_loss": f"{ev['loss']:.5f}", "val_acc": f"{ev['top1']:.5f}",
+            "val_top5": f"{ev['top5']:.5f}", "val_images": ev["images"],
+            "train_images_per_s": f"{tr['images_per_s']:.1f}", "epoch_s": f"{seconds:.1f}"}
+
+
+def run_epoch(cfg, s, epoch, first, st, loader_args):
+    """Train one epoch, then evaluate on the selection split; (train stats, eval result)."""
+    net = st.net
+    train_loader = make_loader(s.source, "train", train=True, epoch=epoch,
+                               limit_batches=cfg.limit_train_batches, **loader_args)
+    hint = f"Lower --lr (now {cfg.lr:g})" + (", or train in float32 (--amp_level O0)" if st.scaler else "") + "."
+    tr = train_one_epoch(st.train, net, train_loader, f"epoch {epoch}", skip_first=first,
+                         log_interval=cfg.log_interval, lrs=st.lrs, first_step=(epoch - 1) * s.steps, lr_hint=hint,
+                         loss_limit=LOSS_LIMIT * math.log(s.record.num_classes))
+    val_loader = make_loader(s.source, s.select, limit_batches=cfg.limit_val_batches, **loader_args)
+    if s.world > 1:  # one network for evaluation and checkpoints, numbers over all ranks
+        distributed.average_batch_norm_statistics(net, s.world)
+        tr = distributed.reduce_train_stats(tr)
+    ev = evaluate(st.eval, net, val_loader, s.record.num_classes, desc=s.select)
+    if s.world > 1:
+        ev = distributed.reduce_eval(ev)
+    return tr, ev
+
+
+def finished(cfg, record):
+    """Why a run needs no more epochs (None if it does)."""
+    if record.stop_reason:
+        return record.stop_reason
+    if record.epoch >= cfg.epochs:
+        return f"all {cfg.epochs} epochs done"
+    return None
+
+
+def epoch_line(cfg, s, epoch, tr, ev, seconds, improved, scaler):
+    amp = (f"  {tr['skipped']} overflow step(s) skipped, loss scale {float(scaler.scale_value.asnumpy()):g}"
+           if scaler is not None else "")
+    return (f"epoch {epoch}/{cfg.epochs}  loss {tr['loss']:.4f}  train acc {tr['acc']:.4f}  "
+            f"{s.select} loss {ev['loss']:.4f}  {s.select} acc {ev['top1']:.4f}  "
+            f"{tr['images_per_s']:.1f} img/s  {seconds:.1f}s{amp}" + ("  *best*" if improved else ""))
+
+
+def run(cfg):
+    """Train as `cfg` says; returns a summary (best epoch and accuracy, paths, the network)."""
+    s = setup(cfg)
+    # float16 runs on MindSpore's own kernels (resnet_ms's oneDNN kernels are float32)
+    with native_layers() if amp_level(cfg, s.device) != "O0" else contextlib.nullcontext():
+        net, resumed, mean, std = build_network(cfg, s.record.num_classes, s.folder)
+    s.record = s.record.replace(mean=tuple(mean), std=tuple(std), padding=net.padding)
+    start, best_acc, best_epoch = 1, -1.0, 0
+    if resumed is not None:
+        r = resumed.record
+        start, best_acc, best_epoch = r.epoch + 1, r.best_acc, r.best_epoch
+        done = finished(cfg, r)
+        if done:
+            print(f"nothing to do: {s.folder.path} has finished ({done}); best {r.selection_split} "
+                  f"accuracy {best_acc:.4f} at epoch {best_epoch}: {s.folder.best}")
+            return {"best_acc": best_acc, "best_epoch": best_epoch, "best": s.folder.best, "finished": done}
+    st = compile_steps(cfg, net, s)
+    if resumed is not None:
+        load_optimizer_state(st.optimizer, resumed.tensors, s.folder.last)
+        log.info("resuming %s at epoch %d (best %.4f at epoch %d)", s.folder.last, start, best_acc, best_epoch)
+    main = s.rank == 0  # only rank 0 writes files
     if main:
-        os.makedirs(out, exist_ok=True)
-        _remove_temporaries(out)
-        config_lib.save_yaml(cfg, os.path.join(out, "config.yaml"), {"resolved": {
-            "num_classes": num_classes, "device": device, "amp_level": level, "mean": list(mean),
-            "std": list(std), "selection_split": select, "steps_per_epoch": steps, "world_size": world,
-            "global_batch_size": cfg.batch_size, "batch_size_per_rank": per_rank,
-            "lr_scaling": "none: lr applies to the global batch, whatever the world size"}})
-    rows = read_metrics_rows(metrics_path, start_epoch - 1)
-    meta = {"model": cfg.model, "num_classes": num_classes, "class_names": list(source.class_names),
-            "image_size": cfg.image_size, "mean": list(mean), "std": list(std), "stem": cfg.stem,
-            "padding": padding, "dataset": cfg.dataset, "selection_split": select, "world_size": world,
-            "config": config_lib.to_dict(cfg)}
+        s.folder.prepare()
+        s.folder.write_config(resolved_config(cfg, s, st.amp_level))
+    rows = s.folder.read_metrics(start - 1)
+    per_rank = cfg.batch_size // s.world
     loader_args = dict(batch_size=per_rank, image_size=cfg.image_size, mean=mean, std=std,
-                       seed=cfg.seed, workers=cfg.num_workers, shard=(rank, world))
+                       seed=cfg.seed, workers=cfg.num_workers, shard=(s.rank, s.world))
     log.info("%s: %d classes, %d training images, %d steps/epoch of %d images (%d ranks x %d), "
-             "lr %g for the global batch (no scaling), selection on %s", cfg.model, num_classes,
-             n_train, steps, cfg.batch_size, world, per_rank, cfg.lr, select)
+             "lr %g for the global batch (no scaling), selection on %s", cfg.model, s.record.num_classes,
+             len(s.source.indices("train")), s.steps, cfg.batch_size, s.world, per_rank, cfg.lr, s.select)
 
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    stop = None
+    for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loader = make_loader(source, "train", train=True, epoch=epoch,
-                                   limit_batches=cfg.limit_train_batches, **loader_args)
-        tr = train_one_epoch(train_step, net, train_loader, f"epoch {epoch}", skip_first=epoch == start_epoch)
-        val_loader = make_loader(source, select, limit_batches=cfg.limit_val_batches, **loader_args)
-        if world > 1:  # one network for evaluation and checkpoints, numbers over all ranks
-            distributed.average_batch_norm_statistics(net, world)
-            tr = distributed.reduce_train_stats(tr)
-        ev = evaluate(eval_step, net, val_loader, num_classes, desc=select)
-        if world > 1:
-            ev = distributed.reduce_eval(ev)
+        tr, ev = run_epoch(cfg, s, epoch, epoch == start, st, loader_args)
         improved = ev["top1"] > best_acc
         if improved:
             best_acc, best_epoch = ev["top1"], epoch
-        rows.append(_metrics_row(epoch, lrs[min(epoch * steps, len(lrs)) - 1], tr, ev, time.perf_counter() - t0))
-        meta.update(epoch=epoch, best_acc=best_acc, best_epoch=best_epoch, val_acc=ev["top1"])
-        if main:  # metrics first: a resume drops rows past last.ckpt's epoch
-            write_metrics(metrics_path, rows)
-            if improved:
-                save_checkpoint(best_path, net, meta)
-            save_checkpoint(last_path, net, meta, optimizer)
-        print(f"epoch {epoch}/{cfg.epochs}  loss {tr['loss']:.4f}  train acc {tr['acc']:.4f}  "
-              f"{select} loss {ev['loss']:.4f}  {select} acc {ev['top1']:.4f}  "
-              f"{tr['images_per_s']:.1f} img/s  {time.perf_counter() - t0:.1f}s"
-              + ("  *best*" if improved else ""), flush=True)
+        if cfg.patience and epoch - best_epoch >= cfg.patience and epoch < cfg.epochs:
+            stop = (f"stopped early after epoch {epoch}: no better {s.select} accuracy for "
+                    f"{cfg.patience} epoch(s) (--patience {cfg.patience})")
+        rows.append(_metrics_row(epoch, st.lrs[min(epoch * s.steps, len(st.lrs)) - 1], tr, ev,
+                                 time.perf_counter() - t0))
+        s.record = s.record.replace(epoch=epoch, best_acc=best_acc, best_epoch=best_epoch, val_acc=ev["top1"],
+                                    stop_reason=stop)
+        if main:
+            s.folder.save_epoch(st.net, s.record, st.optimizer, rows, improved)
+            if improved:  # the best epoch's confusion matrix, kept beside best.ckpt
+                plot_confusion(ev["confusion"], s.source.class_names, s.folder.confusion)
+        print(epoch_line(cfg, s, epoch, tr, ev, time.perf_counter() - t0, improved, st.scaler), flush=True)
+        if stop:
+            print(stop, flush=True)
+            break
 
-    curves = None
-    if rows and main:
-        curves = plot_curves(metrics_path, os.path.join(out, "curves.png"))
-    print(f"best {select} accuracy {best_acc:.4f} at epoch {best_epoch}: {best_path}")
-    return {"best_acc": best_acc, "best_epoch": best_epoch, "best": best_path, "last": last_path,
-            "metrics": metrics_path, "curves": curves, "net": net, "rank": rank, "world": world}
+    curves = plot_curves(rows, s.folder.curves) if rows and main else None
+    print(f"best {s.select} accuracy {best_acc:.4f} at epoch {best_epoch}: {s.folder.best}")
+    return {"best_acc": best_acc, "best_epoch": best_epoch, "best": s.folder.best, "last": s.folder.last,
+            "metrics": s.folder.metrics, "curves": curves, "net": st.net, "rank": s.rank, "world": s.world,
+            "stopped": stop}

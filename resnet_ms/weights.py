@@ -1,4 +1,4 @@
-"""Pretrained weights: records describing them, and strict loading.
+"""Pretrained weights: records describing them, the cache, and the one way to a loaded network.
 
 `--pretrained` takes `default` (the record for the model, if it has one), a
 record name, an http(s) URL, a local `.ckpt` (this project's, the course's or
@@ -6,17 +6,22 @@ mindcv's), a local torchvision `.pth`, or `none`. Downloads are cached under
 $RESNET_MS_CACHE (default: $XDG_CACHE_HOME/resnet_ms or ~/.cache/resnet_ms).
 
 The weights decide the padding convention of the network that runs them
-(models.PADDINGS): `open_pretrained` reads it from the record, the checkpoint's
-metadata or the file's format, and the network is built with it.
+(models.PADDINGS): `open_weights` reads it from the record, the checkpoint's
+record or the file's format, and `load_network` builds the network with it.
+Everything that turns weights into a network (train.py's --pretrained and
+--resume, eval.py, predict.py, visualize.py, export.py, convert.py and the
+public `build_model`) goes through `load_network`.
 """
 import os
 from dataclasses import dataclass, field
 
-from .checkpoint import load_weights, read_checkpoint
-from .convert import PADDING, as_parameters, detect_format, from_mindcv, from_torchvision, read_torchvision
-from .data import IMAGENET_MEAN, IMAGENET_STD
+from . import models
+from .checkpoint import CheckpointRecord, load_weights, read_checkpoint
+from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from .errors import UserError
 from .fetch import fetch_file
+from .files import cache_dir
+from .formats import PADDING, as_parameters, detect_format, from_mindcv, from_torchvision, infer_arch, read_torchvision
 
 
 @dataclass(frozen=True)
@@ -68,15 +73,11 @@ DEFAULT_WEIGHTS = {"resnet18": "mindcv_resnet18", "resnet34": "mindcv_resnet34",
                    "resnet152": "mindcv_resnet152"}
 
 
-def cache_dir():
-    if os.environ.get("RESNET_MS_CACHE"):
-        return os.environ["RESNET_MS_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "resnet_ms")
-
-
 def resolve(arch, spec):
-    """(local path, Weights record or None) for a --pretrained value; None for `none`."""
+    """(local path, Weights record or None) for a --pretrained value; None for `none`.
+
+    `arch` may be None when the file says what it holds (a checkpoint to evaluate).
+    """
     if spec in (None, "none"):
         return None, None
     if spec == "default":
@@ -86,7 +87,7 @@ def resolve(arch, spec):
         spec = DEFAULT_WEIGHTS[arch]
     record = WEIGHTS.get(spec)
     if record is not None:
-        if record.arch != arch:
+        if arch is not None and record.arch != arch:
             raise UserError(f"--pretrained {spec}: weights for {record.arch}, not {arch}")
         url, checksum = record.url, record.checksum
     elif spec.startswith(("http://", "https://")):
@@ -107,50 +108,149 @@ class Pretrained:
     """Weights read and renamed to this project's names, with what they need."""
     path: str
     tensors: dict
-    padding: str
-    format: str
-    record: Weights = None
-    meta: dict = field(default_factory=dict)  # a resnet_ms checkpoint's own metadata
+    format: str  # formats.FORMATS or "resnet_ms"
+    record: CheckpointRecord  # the file's own, or one made from its Weights record / its tensors
+    described: bool  # False: a plain file whose record is a guess (see guess_record)
+
+    @property
+    def padding(self):
+        return self.record.padding
 
 
-def open_pretrained(arch, spec):
-    """A Pretrained for a --pretrained value (fetched if needed), or None for `none`."""
-    path, record = resolve(arch, spec)
+def _read(path, record, fmt):
+    """(tensors in our names, format, the file's CheckpointRecord or None)."""
+    if fmt == "torchvision" or (fmt is None and (path.endswith(".pth") or
+                                                 (record is not None and record.format == "torchvision"))):
+        return as_parameters(from_torchvision(read_torchvision(path))[0]), "torchvision", None
+    tensors, own = read_checkpoint(path)
+    fmt = fmt or (record.format if record is not None else detect_format(tensors))
+    if fmt == "mindcv":
+        return as_parameters(from_mindcv(tensors)[0]), fmt, None
+    return tensors, fmt, own
+
+
+def describe_weights(w):
+    classes = tuple(w.class_names or (str(i) for i in range(w.num_classes)))
+    return CheckpointRecord(w.arch, w.num_classes, classes, w.image_size, tuple(w.mean), tuple(w.std),
+                            padding=w.padding, weights=w.name)
+
+
+def guess_record(tensors, arch, fmt, source):
+    """What a file without a record holds: the architecture from its tensor names,
+    the stem from conv1's kernel, the classes from fc.bias. Foreign formats are
+    ImageNet weights; a plain 10-class file is taken to be the course's CIFAR-10
+    fine-tune at 32 px."""
+    if "fc.bias" not in tensors:
+        raise UserError(f"{source}: no fc.bias tensor; not a ResNet classifier checkpoint")
+    n = int(tensors["fc.bias"].shape[0])
+    conv1 = tensors.get("conv1.weight")
+    stem = "cifar" if conv1 is not None and tuple(conv1.shape)[-1] == 3 else "imagenet"
+    indices = tuple(str(i) for i in range(n))
+    if fmt == "resnet_ms":
+        return CheckpointRecord(arch, n, CIFAR10_CLASSES if n == 10 else indices, 32, CIFAR10_MEAN,
+                                CIFAR10_STD, stem=stem, dataset="cifar10")
+    return CheckpointRecord(arch, n, indices, 224, IMAGENET_MEAN, IMAGENET_STD, stem=stem,
+                            padding=PADDING[fmt])
+
+
+def open_weights(spec, arch=None, fmt=None):
+    """A Pretrained for a --pretrained value (fetched if needed), or None for `none`.
+
+    `fmt` forces the naming (convert.py's --from); else it is detected.
+    """
+    path, weights_record = resolve(arch, spec)
     if path is None:
         return None
-    meta = {}
-    if path.endswith(".pth") or (record is not None and record.format == "torchvision"):
-        fmt = "torchvision"
-        tensors, _ = from_torchvision(read_torchvision(path))
-    else:
-        tensors, meta = read_checkpoint(path)
-        fmt = record.format if record is not None else detect_format(tensors)
-        if fmt == "mindcv":
-            tensors, _ = from_mindcv(tensors)
-    padding = record.padding if record is not None else meta.get("padding", PADDING[fmt])
-    return Pretrained(path, as_parameters(tensors), padding, fmt, record, meta)
+    tensors, fmt, record = _read(path, weights_record, fmt)
+    if record is not None:
+        return Pretrained(path, tensors, fmt, record, True)
+    if weights_record is not None:
+        return Pretrained(path, tensors, fmt, describe_weights(weights_record), True)
+    if arch is None and "fc.bias" in tensors:
+        arch = infer_arch(tensors, path)
+    return Pretrained(path, tensors, fmt, guess_record(tensors, arch, fmt, path), False)
 
 
-def load_into(net, pretrained):
-    """Load `pretrained` into `net` strictly; a classifier of another class count is replaced.
+def load_network(spec, model=None, num_classes=0, *, new_head=False, **build):
+    """(network, Pretrained or None): `spec` (anything --pretrained takes, or an
+    opened Pretrained) built to fit its weights and loaded strictly.
 
-    Returns the Weights record (or None for a plain file, or no weights).
+    model/num_classes default to the weights' own; `build` (stem, padding,
+    zero_init_residual) to what the weights need. With `new_head`, weights for
+    another class count load all but the classifier, which starts fresh.
     """
+    pretrained = spec if isinstance(spec, Pretrained) else open_weights(spec, model)
     if pretrained is None:
-        return None
-    if net.padding != pretrained.padding:
+        return models.resnet(model, num_classes or 1000, **build), None
+    record = pretrained.record
+    model = model or record.model
+    if model is None:
+        raise UserError(f"--ckpt {pretrained.path}: plain weights without metadata; pass --model "
+                        f"({'|'.join(models.MODEL_NAMES)}) and --num_classes")
+    build.setdefault("stem", record.stem)
+    build.setdefault("padding", record.padding)
+    if build["padding"] != record.padding:
         raise UserError(f"--pretrained {pretrained.path}: these weights need padding "
-                        f"'{pretrained.padding}', the network was built with '{net.padding}'; "
-                        f"build it with padding='{pretrained.padding}' (build_model does so itself)")
-    replaced = load_weights(net, pretrained.tensors, pretrained.path, replace_head=True)
-    loaded = sum(1 for _ in net.get_parameters()) - len(replaced)
-    print(f"loaded {loaded} tensors from {pretrained.path} ({pretrained.format} names, "
-          f"padding {pretrained.padding})"
-          + (f"; replaced {', '.join(replaced)} (new classifier for {net.num_classes} classes)"
-             if replaced else ""))
-    return pretrained.record
+                        f"'{record.padding}', the network was built with '{build['padding']}'; "
+                        f"leave padding out and the weights' own is used")
+    net = models.resnet(model, num_classes or record.num_classes, **build)
+    replaced = load_weights(net, pretrained.tensors, pretrained.path, replace_head=new_head)
+    if new_head:
+        loaded = sum(1 for _ in net.get_parameters()) - len(replaced)
+        print(f"loaded {loaded} tensors from {pretrained.path} ({pretrained.format} names, "
+              f"padding {record.padding})"
+              + (f"; replaced {', '.join(replaced)} (new classifier for {net.num_classes} classes)"
+                 if replaced else ""))
+    return net, pretrained
 
 
-def load_pretrained(net, arch, spec):
-    """open_pretrained + load_into, for a network already built with the right padding."""
-    return load_into(net, open_pretrained(arch, spec))
+def build_model(name, num_classes=1000, pretrained=None, **kwargs):
+    """The public builder: `name` from MODEL_NAMES, with `pretrained` anything
+    `--pretrained` takes (a classifier of another class count is replaced).
+
+    The network gets the weights' padding convention; passing another one is an error.
+    """
+    if name not in models.ARCHS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(models.MODEL_NAMES)}")
+    return load_network(pretrained, name, num_classes, new_head=True, **kwargs)[0]
+
+
+def load_model(ckpt, model=None, num_classes=0):
+    """(network in eval mode, CheckpointRecord) from a resnet_ms or course-format file.
+
+    A resnet_ms checkpoint describes itself; a plain-weights file needs `model`.
+    Foreign formats are converted first (convert.py), so that the file used
+    for evaluation and deployment carries its classes and preprocessing.
+    """
+    if os.path.isdir(ckpt):
+        raise UserError(f"--ckpt {ckpt}: a folder; pass a checkpoint file in it, e.g. {os.path.join(ckpt, 'best.ckpt')}")
+    if ckpt.endswith((".pth", ".pt")):
+        raise UserError(f"--ckpt {ckpt}: a PyTorch file; convert it first: "
+                        f"python convert.py --from torchvision {ckpt} converted.ckpt")
+    if not os.path.isfile(ckpt):
+        raise UserError(f"{ckpt}: no such checkpoint file")
+    pretrained = open_weights(ckpt, model)
+    if pretrained.format == "mindcv":
+        raise UserError(f"--ckpt {ckpt}: mindcv's names; convert it first: "
+                        f"python convert.py --from mindcv {ckpt} converted.ckpt")
+    if pretrained.format == "torchvision":
+        raise UserError(f"--ckpt {ckpt}: a PyTorch file; convert it first: "
+                        f"python convert.py --from torchvision {ckpt} converted.ckpt")
+    if not pretrained.described and model is None:
+        raise UserError(f"--ckpt {ckpt}: plain weights without metadata; pass --model "
+                        f"({'|'.join(models.MODEL_NAMES)}) and --num_classes")
+    net, _ = load_network(pretrained, model, num_classes)
+    net.set_train(False)
+    return net, pretrained.record.replace(model=model or pretrained.record.model,
+                                          num_classes=net.num_classes)
+
+
+def _builder(name):
+    def build(num_classes=1000, pretrained=None, **kwargs):
+        return build_model(name, num_classes, pretrained, **kwargs)
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"{name}: build_model('{name}', ...)."
+    return build
+
+
+resnet18, resnet34, resnet50, resnet101, resnet152 = map(_builder, models.MODEL_NAMES)

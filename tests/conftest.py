@@ -117,11 +117,11 @@ def tiny_run(synthetic_cifar, tmp_path_factory):
     return out, proc, time.monotonic() - start
 
 
-def run_script(script, *args, timeout=600, check=True):
+def run_script(script, *args, timeout=600, check=True, cwd=REPO):
     """Run one of the top-level scripts in a fresh interpreter, as a user would."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -132,3 +132,22 @@ def pynative():
     ms.set_context(mode=ms.PYNATIVE_MODE)
     yield
     ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def one_error_line(proc):
+    """The single `error:` line a script ended with (asserting that it is exactly that)."""
+    lines = proc.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and lines[-1] == errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    return errors[0]
+
+
+def tree(folder):
+    """{relative path: size} of every file under folder (to show that nothing was written)."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for n in names:
+            p = os.path.join(root, n)
+            out[os.path.relpath(p, folder)] = os.path.getsize(p)
+    return out

@@ -16,11 +16,12 @@ import mindspore as ms
 from conftest import run_script
 
 from resnet_ms.checkpoint import read_checkpoint
-from resnet_ms.convert import convert, from_torchvision, read_torchvision
+from resnet_ms.convert import convert
+from resnet_ms.formats import from_torchvision, read_torchvision
 from resnet_ms.errors import UserError
-from resnet_ms.inference import load_model
-from resnet_ms.models import build_model
-from resnet_ms.weights import WEIGHTS, load_pretrained
+from resnet_ms.weights import load_model
+from resnet_ms import build_model
+from resnet_ms.weights import WEIGHTS
 
 TOL = 1e-5  # relative logit difference allowed in float32
 
@@ -72,9 +73,9 @@ def test_mindcv_conversion_gives_mindcv_logits(arch, tmp_path, pynative):
     tensors, _ = read_checkpoint(path)
     assert len(tensors) == {"resnet18": 102, "resnet50": 267}[arch] + 2
     out = str(tmp_path / "converted.ckpt")
-    meta = convert(path, out, "mindcv")
-    assert meta["model"] == arch and meta["padding"] == "symmetric" and meta["num_classes"] == 1000
-    net, meta = load_model(out)
+    record = convert(path, out, "mindcv")
+    assert record.model == arch and record.padding == "symmetric" and record.num_classes == 1000
+    net, record = load_model(out)
     assert net.padding == "symmetric"
     x = images(64)
     want = logits(source, x)
@@ -103,7 +104,7 @@ def test_mindcv_checkpoint_as_pretrained_loads_every_tensor(tmp_path, http_serve
     assert "loaded 265 tensors" in capsys.readouterr().out and net10.padding == "symmetric"
     # A network built by hand with another convention is refused, not silently wrong.
     with pytest.raises(UserError, match="need padding 'symmetric'.*built with 'same'"):
-        load_pretrained(build_model("resnet50", 1000), "resnet50", path)
+        build_model("resnet50", 1000, pretrained=path, padding="same")
 
 
 def test_mindcv_conversion_is_strict(tmp_path):
@@ -134,8 +135,8 @@ def test_convert_script(tmp_path, monkeypatch):
     out = tmp_path / "r18.ckpt"
     proc = run_script("convert.py", "--from", "mindcv", "mindcv_resnet18", out)
     assert f"{path}: 102 tensors as resnet18 (1000 classes, padding symmetric)" in proc.stdout
-    meta = read_checkpoint(str(out))[1]
-    assert meta["padding"] == "symmetric" and meta["weights"] == "mindcv_resnet18"
+    record = read_checkpoint(str(out))[1]
+    assert record.padding == "symmetric" and record.weights == "mindcv_resnet18"
     bad = run_script("convert.py", "--from", "mindcv", path, out, "--model", "resnet50", check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
         f"error: --model resnet50: {path} holds resnet18 weights")
@@ -239,8 +240,8 @@ def tv_resnet18(tmp_path_factory):
 def test_torchvision_conversion_gives_the_reference_logits(tv_resnet18, tmp_path, pynative):
     sd, pth = tv_resnet18
     out = str(tmp_path / "tv18.ckpt")
-    meta = convert(pth, out, "torchvision", model="resnet18")
-    assert meta["padding"] == "pytorch" and meta["converted_from"] == {"format": "torchvision",
+    record = convert(pth, out, "torchvision", model="resnet18")
+    assert record.padding == "pytorch" and record.converted_from == {"format": "torchvision",
                                                                          "file": "resnet18-tv.pth"}
     assert len(read_checkpoint(out)[0]) == 102  # 122 in the .pth, less 20 num_batches_tracked
     net, _ = load_model(out)

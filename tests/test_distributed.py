@@ -63,11 +63,11 @@ def test_weights_are_identical_on_both_ranks(two_ranks):
 
 def test_only_rank_0_writes_one_set_of_outputs(two_ranks):
     out, _, _ = two_ranks
-    assert sorted(os.listdir(out)) == ["best.ckpt", "config.yaml", "curves.png", "last.ckpt", "metrics.csv"]
+    assert sorted(os.listdir(out)) == ["best.ckpt", "config.yaml", "confusion.png", "curves.png", "last.ckpt", "metrics.csv"]
     resolved = yaml.safe_load((out / "config.yaml").read_text())["resolved"]
     assert resolved["world_size"] == 2 and resolved["global_batch_size"] == 32
     assert resolved["batch_size_per_rank"] == 16
-    assert read_checkpoint(str(out / "last.ckpt"))[1]["world_size"] == 2
+    assert read_checkpoint(str(out / "last.ckpt"))[1].world_size == 2
 
 
 def test_metrics_file_equals_what_each_rank_reports(two_ranks):

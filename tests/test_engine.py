@@ -8,7 +8,7 @@ from mindspore import nn
 
 from resnet_ms.engine import (build_optimizer, cosine_lr, evaluate, make_eval_step, make_train_step,
                               per_class_accuracy)
-from resnet_ms.models import build_model
+from resnet_ms import build_model
 
 
 def test_cosine_lr_with_warmup_matches_hand_computed_values():

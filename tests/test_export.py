@@ -16,11 +16,11 @@ from mindspore import nn
 
 from conftest import run_script
 
-from resnet_ms.checkpoint import read_checkpoint, save_checkpoint
+from resnet_ms.checkpoint import CheckpointRecord, read_checkpoint, save_checkpoint
 from resnet_ms.errors import UserError
 from resnet_ms.export import export_checkpoint
-from resnet_ms.inference import load_model
-from resnet_ms.models import build_model
+from resnet_ms.weights import load_model
+from resnet_ms import build_model
 
 TOL = 1e-5
 
@@ -57,10 +57,8 @@ def checkpoint(folder, padding, num_classes=5, image_size=64, seed=0):
         elif p.name.endswith(("moving_mean", "beta")):
             p.set_data(ms.Tensor(rng.normal(0, 0.2, p.shape).astype(np.float32)))
     path = os.path.join(folder, f"r18_{padding}.ckpt")
-    save_checkpoint(path, net, {"model": "resnet18", "num_classes": num_classes, "stem": "imagenet",
-                                "padding": padding, "image_size": image_size, "mean": [0.5] * 3,
-                                "std": [0.25] * 3, "dataset": "imagefolder",
-                                "class_names": [f"c{i}" for i in range(num_classes)]})
+    save_checkpoint(path, net, CheckpointRecord("resnet18", num_classes, tuple(f"c{i}" for i in range(num_classes)),
+                                                image_size, (0.5,) * 3, (0.25,) * 3, padding=padding))
     return path
 
 
@@ -76,16 +74,16 @@ def test_fine_tuned_from_mindcv_weights_exports_to_mindir_and_onnx(image_folder,
                       "--batch_size", 8, "--epochs", 1, "--val_split", 0.25, "--num_workers", 1)
     assert "loaded 100 tensors" in proc.stdout and "mindcv names, padding symmetric" in proc.stdout
     best = str(out / "best.ckpt")
-    meta = read_checkpoint(best)[1]
-    assert meta["padding"] == "symmetric" and meta["class_names"] == ["cat", "dog", "fox"]
-    assert meta["stem"] == "nopool"
+    record = read_checkpoint(best)[1]
+    assert record.padding == "symmetric" and record.class_names == ("cat", "dog", "fox")
+    assert record.stem == "nopool"
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
     want = eager_logits(best, x)
     run_script("export.py", "--ckpt", best, "--format", "onnx", "--output", tmp_path / "deploy")
     assert rel_diff(onnx_logits(str(tmp_path / "deploy.onnx"), x), want) < TOL
     info = json.loads((tmp_path / "deploy.onnx.json").read_text())
     assert info["input_shape"] == [1, 3, 32, 32] and info["class_names"] == ["cat", "dog", "fox"]
-    assert info["padding"] == "symmetric" and info["mean"] == meta["mean"]
+    assert info["padding"] == "symmetric" and info["mean"] == list(record.mean)
     mindir = export_checkpoint(best, "MINDIR", str(tmp_path / "deploy.mindir"))
     assert rel_diff(mindir_logits(mindir, x), want) < TOL
 

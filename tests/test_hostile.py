@@ -26,7 +26,7 @@ from resnet_ms.data import locate_cifar10, open_source
 from resnet_ms.errors import UserError
 from resnet_ms.fetch import fetch_file
 from resnet_ms.images import image_ok
-from resnet_ms.models import build_model
+from resnet_ms import build_model
 from resnet_ms.weights import resolve
 
 
@@ -135,7 +135,7 @@ def test_a_stale_partial_file_is_never_resumed(http_server, tmp_path):
 def test_a_truncated_weight_download_is_not_cached(http_server, tmp_path, monkeypatch):
     www, url = http_server
     good = tmp_path / "good.ckpt"
-    save_checkpoint(str(good), build_model("resnet18", 10), {})
+    save_checkpoint(str(good), build_model("resnet18", 10))
     (www / "r18.ckpt").write_bytes(good.read_bytes()[:-5000])
     monkeypatch.setenv("RESNET_MS_CACHE", str(tmp_path / "cache"))
     with pytest.raises(UserError, match="damaged or not a MindSpore checkpoint"):
@@ -145,7 +145,7 @@ def test_a_truncated_weight_download_is_not_cached(http_server, tmp_path, monkey
 
 def test_a_truncated_checkpoint_is_refused(tmp_path):
     path = tmp_path / "best.ckpt"
-    save_checkpoint(str(path), build_model("resnet18", 10), {"epoch": 1})
+    save_checkpoint(str(path), build_model("resnet18", 10))
     path.write_bytes(path.read_bytes()[:100_000])
     with pytest.raises(UserError, match="best.ckpt: damaged"):
         read_checkpoint(str(path))
@@ -262,6 +262,6 @@ def test_killed_again_and_again_then_resumed_ends_like_an_uninterrupted_run(synt
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     for key in ("train_loss", "val_acc"):
         assert [float(r[key]) for r in rows] == pytest.approx([float(r[key]) for r in ref], rel=1e-3)
-    assert read_checkpoint(str(out / "best.ckpt"))[1]["best_epoch"] == \
-        read_checkpoint(str(reference / "best.ckpt"))[1]["best_epoch"]
+    assert read_checkpoint(str(out / "best.ckpt"))[1].best_epoch == \
+        read_checkpoint(str(reference / "best.ckpt"))[1].best_epoch
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]

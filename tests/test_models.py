@@ -6,10 +6,10 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from resnet_ms.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from resnet_ms.inference import load_model
-from resnet_ms.models import (MODEL_NAMES, Bottleneck, ResidualBlock, ResidualBlockBase, build_model,
-                              make_layer, resnet50)
+from resnet_ms import build_model, resnet50
+from resnet_ms.checkpoint import CheckpointRecord, load_weights, read_checkpoint, save_checkpoint
+from resnet_ms.models import MODEL_NAMES, Bottleneck, ResidualBlock, ResidualBlockBase, make_layer
+from resnet_ms.weights import load_model
 
 PARAM_COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
                 "resnet101": 44_549_160, "resnet152": 60_192_808}
@@ -97,14 +97,14 @@ def test_nopool_stem_halves_less_and_takes_the_imagenet_weights(pynative, tmp_pa
     shapes = lambda net: {p.name: tuple(p.shape) for p in net.get_parameters()}  # noqa: E731
     assert shapes(nopool) == shapes(imagenet)
     # ImageNet-stem weights load strictly, and a checkpoint brings its stem back.
-    save_checkpoint(str(tmp_path / "imagenet.ckpt"), imagenet, {"model": "resnet50"})
+    save_checkpoint(str(tmp_path / "imagenet.ckpt"), imagenet)
     load_weights(nopool, read_checkpoint(str(tmp_path / "imagenet.ckpt"))[0], "imagenet.ckpt")
-    meta = {"model": "resnet50", "num_classes": 10, "stem": "nopool", "image_size": 32,
-            "mean": [0.5] * 3, "std": [0.25] * 3, "dataset": "cifar10"}
-    save_checkpoint(str(tmp_path / "nopool.ckpt"), nopool, meta)
-    loaded, meta = load_model(str(tmp_path / "nopool.ckpt"))
+    record = CheckpointRecord("resnet50", 10, tuple("abcdefghij"), 32, (0.5,) * 3, (0.25,) * 3,
+                              stem="nopool", dataset="cifar10")
+    save_checkpoint(str(tmp_path / "nopool.ckpt"), nopool, record)
+    loaded, record = load_model(str(tmp_path / "nopool.ckpt"))
     x = ms.Tensor(np.random.default_rng(1).standard_normal((2, 3, 32, 32)), ms.float32)
-    assert meta["stem"] == "nopool"
+    assert record.stem == "nopool"
     np.testing.assert_allclose(loaded(x).asnumpy(), nopool(x).asnumpy(), rtol=1e-5, atol=1e-6)
     imagenet.set_train(False)  # same weights, but the max-pool changes the numbers
     assert not np.allclose(imagenet(x).asnumpy(), nopool(x).asnumpy(), rtol=1e-3, atol=1e-4)

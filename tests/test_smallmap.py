@@ -11,8 +11,9 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from resnet_ms.models import build_model
-from resnet_ms.smallmap import Conv2d, tap_table
+from resnet_ms import build_model
+from resnet_ms.layers import Conv2d
+from resnet_ms.smallmap import tap_table
 
 # ResNet's convolutions under both padding conventions, on 1x1, 2x2 and 4x4
 # inputs (4x4 must fall back to the convolution).
@@ -52,9 +53,11 @@ def test_the_dense_form_is_used_only_where_it_is_mostly_taps():
 
 
 def test_the_setting_keeps_parameter_names_and_can_be_turned_off(monkeypatch):
-    monkeypatch.setenv("RESNET_MS_SMALL_MAPS", "matmul")
-    fast = build_model("resnet50", 10)
-    monkeypatch.setenv("RESNET_MS_SMALL_MAPS", "conv")
-    plain = build_model("resnet50", 10)
+    from resnet_ms.runtime import native_layers
+    with native_layers():  # the setting of MindSpore's own convolutions
+        monkeypatch.setenv("RESNET_MS_SMALL_MAPS", "matmul")
+        fast = build_model("resnet50", 10)
+        monkeypatch.setenv("RESNET_MS_SMALL_MAPS", "conv")
+        plain = build_model("resnet50", 10)
     assert [p.name for p in fast.get_parameters()] == [p.name for p in plain.get_parameters()]
     assert fast.layer4[1].conv2.dense and not plain.layer4[1].conv2.dense

@@ -5,11 +5,12 @@ import pytest
 
 import mindspore as ms
 
-from resnet_ms.checkpoint import load_optimizer_state, load_weights, read_checkpoint, save_checkpoint
+from resnet_ms.checkpoint import (META_KEY, CheckpointRecord, load_optimizer_state, load_weights, read_checkpoint,
+                                  save_checkpoint)
 from resnet_ms.engine import build_optimizer
 from resnet_ms.errors import UserError
-from resnet_ms.models import build_model, resnet50
-from resnet_ms.weights import load_pretrained, resolve
+from resnet_ms import build_model, resnet50
+from resnet_ms.weights import load_model, resolve
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,9 @@ def _params(net):
 def test_course_checkpoint_loads_fully_with_a_new_head(course_ckpt, capsys):
     source = _params(build_model("resnet50", 1000, pretrained=course_ckpt))  # same classes: exact copy
     ms.set_seed(0)
-    net = build_model("resnet50", 10)
-    head_before = net.fc.weight.asnumpy().copy()
-    load_pretrained(net, "resnet50", course_ckpt)
+    head_before = build_model("resnet50", 10).fc.weight.asnumpy().copy()
+    ms.set_seed(0)
+    net = build_model("resnet50", 10, pretrained=course_ckpt)
     out = capsys.readouterr().out
     assert "replaced fc.bias, fc.weight" in out and "loaded 265 tensors" in out
     loaded = _params(net)
@@ -44,7 +45,7 @@ def test_missing_tensor_fails_and_names_it(course_ckpt, tmp_path):
     path = str(tmp_path / "cut.ckpt")
     ms.save_checkpoint([{"name": k, "data": v} for k, v in tensors.items()], path)
     with pytest.raises(UserError, match=r"cut.ckpt: does not fit .* missing layer3.2.norm2.moving_variance"):
-        load_pretrained(build_model("resnet50", 10), "resnet50", path)
+        build_model("resnet50", 10, pretrained=path)
 
 
 def test_wrong_architecture_lists_unexpected_and_mismatched(course_ckpt):
@@ -96,10 +97,12 @@ def test_checkpoint_round_trip_with_metadata_and_optimizer(tmp_path):
         m.set_data(ms.Tensor(np.full(m.shape, 0.5, np.float32)))
     opt.global_step.set_data(ms.Tensor(np.array([2], np.int32)))
     path = str(tmp_path / "last.ckpt")
-    save_checkpoint(path, net, {"model": "resnet18", "class_names": ["a", "b"], "epoch": 3}, opt)
+    record = CheckpointRecord("resnet18", 10, tuple("abcdefghij"), 32, (0.5, 0.4, 0.3), (0.2,) * 3,
+                              epoch=3, best_acc=0.5, config={"lr": 0.1})
+    save_checkpoint(path, net, record, opt)
     assert os.listdir(tmp_path) == ["last.ckpt"]
-    tensors, meta = read_checkpoint(path)
-    assert meta == {"model": "resnet18", "class_names": ["a", "b"], "epoch": 3}
+    tensors, read = read_checkpoint(path)
+    assert read == record
     fresh = build_model("resnet18", 10)
     fresh_opt = build_optimizer(fresh, [0.1, 0.2, 0.3])
     load_weights(fresh, tensors, path)
@@ -111,7 +114,7 @@ def test_checkpoint_round_trip_with_metadata_and_optimizer(tmp_path):
 
 def test_flipped_byte_is_caught_by_the_crc(tmp_path):
     path = tmp_path / "best.ckpt"
-    save_checkpoint(str(path), build_model("resnet18", 10), {"epoch": 1})
+    save_checkpoint(str(path), build_model("resnet18", 10))
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(data)
@@ -121,7 +124,7 @@ def test_flipped_byte_is_caught_by_the_crc(tmp_path):
 
 def test_failed_save_keeps_the_previous_file(tmp_path):
     path = str(tmp_path / "best.ckpt")
-    save_checkpoint(path, build_model("resnet18", 10), {"epoch": 1})
+    save_checkpoint(path, build_model("resnet18", 10))
     before = open(path, "rb").read()
 
     class Unsaveable:  # fails inside mindspore.save_checkpoint, after the temporary file exists
@@ -132,6 +135,39 @@ def test_failed_save_keeps_the_previous_file(tmp_path):
             return [Unsaveable()]
 
     with pytest.raises((TypeError, ValueError, RuntimeError)):
-        save_checkpoint(path, Broken(), {"epoch": 2})
+        save_checkpoint(path, Broken())
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["best.ckpt"]
+
+
+# The metadata a checkpoint of the first release carries (a run of train.py at
+# commit 17981e9 printed it; "config" trimmed, its split changed so that the test
+# sees it used): an untyped dict, the split only inside "config".
+V1_META = {"model": "resnet18", "num_classes": 10, "class_names": ["airplane", "automobile", "bird", "cat", "deer",
+                                                                   "dog", "frog", "horse", "ship", "truck"],
+           "image_size": 32, "mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616], "stem": "imagenet",
+           "padding": "same", "dataset": "cifar10", "selection_split": "val", "world_size": 1,
+           "config": {"dataset": "cifar10", "val_split": 0.2, "image_size": 32, "model": "resnet18", "stem": "imagenet",
+                      "epochs": 2, "batch_size": 32, "seed": 3},
+           "epoch": 2, "best_acc": 0.125, "best_epoch": 1, "val_acc": 0.125}
+
+
+def test_a_first_release_checkpoint_still_loads(tmp_path):
+    import json
+    net = build_model("resnet18", 10)
+    path = str(tmp_path / "v1.ckpt")
+    items = [{"name": p.name, "data": p} for p in net.get_parameters()]
+    ms.save_checkpoint(items, path, append_dict={META_KEY: json.dumps(V1_META)}, crc_check=True)
+    loaded, record = load_model(path)
+    assert record.model == "resnet18" and record.class_names[2] == "bird" and record.epoch == 2
+    assert record.val_split == 0.2 and record.split_seed == 3  # evaluation rebuilds the same split
+    assert record.mean == (0.4914, 0.4822, 0.4465) and record.best_acc == 0.125
+    assert all(np.array_equal(a, b) for a, b in zip(_params(loaded).values(), _params(net).values()))
+
+
+def test_incomplete_metadata_is_one_line(tmp_path):
+    import json
+    path = str(tmp_path / "odd.ckpt")
+    ms.save_checkpoint(build_model("resnet18", 10), path, append_dict={META_KEY: json.dumps({"epoch": 1})})
+    with pytest.raises(UserError, match="odd.ckpt: incomplete metadata"):
+        read_checkpoint(path)

@@ -1,0 +1,568 @@
+// CPU kernels for MindSpore's op plugin (MS_OP_PLUGIN_PATH): convolution through
+// oneDNN's blocked-layout primitives, BatchNorm as plain loops over NCHW.
+//
+// Why: MindSpore 2.10's own CPU Conv2D kernels describe every tensor to oneDNN
+// as plain NCHW, which leaves oneDNN only its slow gemm (or, at AVX-512, its
+// reference) convolution. Here the primitives are created with format `any`,
+// so oneDNN picks its fast blocked kernels; the tensors are reordered into
+// and out of those layouts on each call (MindSpore's tensors stay NCHW).
+//
+// MindSpore routes ops to this library by primitive name, calling
+//   int Name(int nparam, void **params, int *ndims, int64_t **shapes,
+//            const char **dtypes, void *stream, void *extra)
+// with the inputs, then the outputs, in the op's documented order. The
+// library is linked against the oneDNN that MindSpore ships (libdnnl.so.3),
+// built with the threadpool runtime: ThreadPool below supplies the threads.
+//
+// Exported ops (float32 only; anything else returns an error code, which
+// MindSpore turns into an exception):
+//   Conv2DExt        input, weight, bias|None, stride, padding, dilation, groups -> output
+//   ConvolutionGrad  dout, input, weight, bias|None, stride, padding, dilation, transposed,
+//                    output_padding, groups, output_mask -> dinput, dweight, dbias
+//   BatchNormExt     x, weight, bias, running_mean, running_var, training, momentum, eps
+//                    -> y, save_mean, save_invstd   (momentum as PyTorch's: new = (1-m) old + m batch)
+//   BatchNormGradExt dy, x, weight, running_mean, running_var, save_mean, save_invstd,
+//                    training, eps, output_mask -> dx, dweight, dbias
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "oneapi/dnnl/dnnl_threadpool.hpp"
+#include "kernel/cpu/op_plugin/custom_kernel_input_info.h"  // MindSpore's, from its wheel
+
+namespace {
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+// ---------------------------------------------------------------- threads
+
+thread_local bool tl_in_parallel = false;
+
+class ThreadPool : public dnnl::threadpool_interop::threadpool_iface {
+ public:
+  explicit ThreadPool(int n) : n_(n < 1 ? 1 : n) {
+    for (int i = 1; i < n_; ++i) workers_.emplace_back([this] { Work(); });
+  }
+  ~ThreadPool() override {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto &t : workers_) t.join();
+  }
+  int get_num_threads() const override { return n_; }
+  bool get_in_parallel() const override { return tl_in_parallel; }
+  uint64_t get_flags() const override { return 0; }  // synchronous: parallel_for returns when done
+  void wait() override {}                              // declared by newer headers; nothing is pending
+
+  void parallel_for(int n, const std::function<void(int, int)> &fn) override {
+    if (n <= 0) return;
+    if (n == 1 || n_ == 1 || tl_in_parallel) {
+      for (int i = 0; i < n; ++i) fn(i, n);
+      return;
+    }
+    std::lock_guard<std::mutex> one_at_a_time(outer_);
+    Job job{&fn, n};
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      job_ = &job;
+      ++generation_;
+    }
+    wake_.notify_all();
+    Run(&job);
+    std::unique_lock<std::mutex> lk(m_);
+    done_.wait(lk, [&] { return job.done.load() == n && active_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  struct Job {
+    const std::function<void(int, int)> *fn;
+    int n;
+    std::atomic<int> next{0};
+    std::atomic<int> done{0};
+  };
+
+  void Run(Job *job) {
+    tl_in_parallel = true;
+    for (int i = job->next.fetch_add(1); i < job->n; i = job->next.fetch_add(1)) {
+      (*job->fn)(i, job->n);
+      job->done.fetch_add(1);
+    }
+    tl_in_parallel = false;
+  }
+
+  void Work() {
+    uint64_t seen = 0;
+    for (;;) {
+      Job *job;
+      {
+        std::unique_lock<std::mutex> lk(m_);
+        wake_.wait(lk, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+        job = job_;
+        if (job == nullptr) continue;
+        ++active_;
+      }
+      Run(job);
+      {
+        std::lock_guard<std::mutex> lk(m_);
+        --active_;
+      }
+      done_.notify_all();
+    }
+  }
+
+  int n_;
+  std::vector<std::thread> workers_;
+  std::mutex m_, outer_;
+  std::condition_variable wake_, done_;
+  Job *job_ = nullptr;
+  uint64_t generation_ = 0;
+  int active_ = 0;
+  bool stop_ = false;
+};
+
+int ThreadCount() {
+  if (const char *env = std::getenv("RESNET_MS_KERNEL_THREADS")) return std::max(1, std::atoi(env));
+  unsigned n = std::thread::hardware_concurrency();
+  return n ? static_cast<int>(n) : 1;
+}
+
+struct Context {
+  Context() : pool(ThreadCount()), engine(dnnl::engine::kind::cpu, 0) {
+    stream = dnnl::threadpool_interop::make_stream(engine, &pool);
+  }
+  ThreadPool pool;
+  dnnl::engine engine;
+  dnnl::stream stream;
+  std::mutex lock;  // one op at a time: primitives and their buffers are shared
+};
+
+Context &Ctx() {
+  static Context ctx;
+  return ctx;
+}
+
+// ---------------------------------------------------------------- arguments
+
+struct Args {
+  int n;
+  void **p;
+  int *nd;
+  int64_t **sh;
+  const char **dtype;
+  bool IsF32(int i) const { return std::strcmp(dtype[i], "float32") == 0; }
+  bool IsNone(int i) const { return p[i] == nullptr || std::strcmp(dtype[i], "none") == 0; }
+  float *F(int i) const { return static_cast<float *>(p[i]); }
+  memory::dims Shape(int i) const { return memory::dims(sh[i], sh[i] + nd[i]); }
+  // A tuple of ints (or one int for both axes).
+  memory::dims Pair(int i) const {
+    const int64_t *v = static_cast<const int64_t *>(p[i]);
+    if (nd[i] == 0 || sh[i][0] == 1) return {v[0], v[0]};
+    return {v[0], v[1]};
+  }
+  int64_t Int(int i) const { return *static_cast<const int64_t *>(p[i]); }
+  bool Bool(int i) const { return *static_cast<const bool *>(p[i]); }
+  double Real(int i) const {
+    return std::strcmp(dtype[i], "float64") == 0 ? *static_cast<const double *>(p[i])
+                                                  : *static_cast<const float *>(p[i]);
+  }
+  std::vector<int64_t> Ints(int i) const {
+    const int64_t *v = static_cast<const int64_t *>(p[i]);
+    return std::vector<int64_t>(v, v + (nd[i] ? sh[i][0] : 1));
+  }
+};
+
+std::string Key(const char *op, const std::vector<memory::dims> &parts) {
+  std::string k(op);
+  for (const auto &d : parts) {
+    k += '|';
+    for (auto v : d) k += std::to_string(v) + ',';
+  }
+  return k;
+}
+
+// A tensor in MindSpore's plain layout, and the same in a primitive's layout
+// (a buffer owned here), with the reorders between them.
+struct Staged {
+  memory::desc plain, inner;
+  memory inner_mem, copy_mem;
+  bool same = true;
+  dnnl::reorder to_inner, to_plain;
+
+  void Init(const memory::desc &plain_md, const memory::desc &inner_md, bool in, bool out) {
+    auto &eng = Ctx().engine;
+    plain = plain_md;
+    inner = inner_md;
+    same = plain_md == inner_md;
+    if (same) return;
+    inner_mem = memory(inner_md, eng);
+    if (in) to_inner = dnnl::reorder(dnnl::reorder::primitive_desc(eng, plain_md, eng, inner_md));
+    if (out) to_plain = dnnl::reorder(dnnl::reorder::primitive_desc(eng, inner_md, eng, plain_md));
+  }
+  // The memory the primitive reads; `data` is the plain tensor. MindSpore may give an
+  // op's output the memory of an input it no longer needs (`aliased`): then the input
+  // is always copied first, so that the primitive never reads what it is writing.
+  memory In(void *data, bool aliased = false) {
+    auto &c = Ctx();
+    memory user(plain, c.engine, data);
+    if (!same) {
+      to_inner.execute(c.stream, user, inner_mem);
+      return inner_mem;
+    }
+    if (!aliased) return user;
+    if (!copy_mem) copy_mem = memory(plain, c.engine);
+    std::memcpy(copy_mem.get_data_handle(), data, plain.get_size());
+    return copy_mem;
+  }
+  // The memory the primitive writes; call Out() afterwards to copy it to `data`.
+  memory Target(void *data) {
+    return same ? memory(plain, Ctx().engine, data) : inner_mem;
+  }
+  void Out(void *data) {
+    if (same) return;
+    auto &c = Ctx();
+    memory user(plain, c.engine, data);
+    to_plain.execute(c.stream, inner_mem, user);
+  }
+};
+
+// ---------------------------------------------------------------- convolution
+
+struct ConvShape {
+  memory::dims src, wei, dst, strides, dilates, pad_l, pad_r;
+  bool bias;
+};
+
+struct Conv {
+  dnnl::convolution_forward::primitive_desc fwd_pd;
+  dnnl::convolution_forward fwd;
+  Staged f_src, f_wei, f_dst;
+  memory::desc bias_md;
+  // backward, made on first use
+  bool has_bwd = false;
+  dnnl::convolution_backward_data bwd_data;
+  dnnl::convolution_backward_weights bwd_wei;
+  Staged d_ddst, d_wei, d_dsrc, w_src, w_ddst, w_dwei;
+};
+
+std::map<std::string, std::unique_ptr<Conv>> &ConvCache() {
+  static std::map<std::string, std::unique_ptr<Conv>> cache;
+  return cache;
+}
+
+memory::desc Any(const memory::dims &d) { return memory::desc(d, dt::f32, tag::any); }
+memory::desc Plain(const memory::dims &d) { return memory::desc(d, dt::f32, d.size() == 4 ? tag::abcd : tag::a); }
+
+Conv &GetConv(const ConvShape &s) {
+  auto key = Key("conv", {s.src, s.wei, s.dst, s.strides, s.dilates, s.pad_l, s.pad_r, {s.bias}});
+  auto &cache = ConvCache();
+  auto it = cache.find(key);
+  if (it != cache.end()) return *it->second;
+  auto c = std::make_unique<Conv>();
+  auto &eng = Ctx().engine;
+  c->bias_md = memory::desc({s.wei[0]}, dt::f32, tag::a);
+  if (s.bias) {
+    c->fwd_pd = dnnl::convolution_forward::primitive_desc(
+        eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, Any(s.src), Any(s.wei),
+        c->bias_md, Any(s.dst), s.strides, s.dilates, s.pad_l, s.pad_r);
+  } else {
+    c->fwd_pd = dnnl::convolution_forward::primitive_desc(
+        eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, Any(s.src), Any(s.wei),
+        Any(s.dst), s.strides, s.dilates, s.pad_l, s.pad_r);
+  }
+  c->fwd = dnnl::convolution_forward(c->fwd_pd);
+  c->f_src.Init(Plain(s.src), c->fwd_pd.src_desc(), true, false);
+  c->f_wei.Init(Plain(s.wei), c->fwd_pd.weights_desc(), true, false);
+  c->f_dst.Init(Plain(s.dst), c->fwd_pd.dst_desc(), false, true);
+  auto &ref = *c;
+  cache.emplace(key, std::move(c));
+  return ref;
+}
+
+void MakeBackward(Conv &c, const ConvShape &s) {
+  auto &eng = Ctx().engine;
+  dnnl::convolution_backward_data::primitive_desc bd(eng, dnnl::algorithm::convolution_direct, Any(s.src),
+                                                      Any(s.wei), Any(s.dst), s.strides, s.dilates, s.pad_l,
+                                                      s.pad_r, c.fwd_pd);
+  c.bwd_data = dnnl::convolution_backward_data(bd);
+  c.d_ddst.Init(Plain(s.dst), bd.diff_dst_desc(), true, false);
+  c.d_wei.Init(Plain(s.wei), bd.weights_desc(), true, false);
+  c.d_dsrc.Init(Plain(s.src), bd.diff_src_desc(), false, true);
+  dnnl::convolution_backward_weights::primitive_desc bw(eng, dnnl::algorithm::convolution_direct, Any(s.src),
+                                                         Any(s.wei), Any(s.dst), s.strides, s.dilates,
+                                                         s.pad_l, s.pad_r, c.fwd_pd);
+  c.bwd_wei = dnnl::convolution_backward_weights(bw);
+  c.w_src.Init(Plain(s.src), bw.src_desc(), true, false);
+  c.w_ddst.Init(Plain(s.dst), bw.diff_dst_desc(), true, false);
+  c.w_dwei.Init(Plain(s.wei), bw.diff_weights_desc(), false, true);
+  c.has_bwd = true;
+}
+
+// Shape of a convolution from its arguments: input at `x`, weight at `w`,
+// output at `y`, then stride, padding, dilation at `first` .. first+2.
+bool ReadConv(const Args &a, int x, int w, int y, int bias, int first, ConvShape *s) {
+  if (a.nd[x] != 4 || a.nd[w] != 4 || a.nd[y] != 4 || !a.IsF32(x) || !a.IsF32(w)) return false;
+  s->src = a.Shape(x);
+  s->wei = a.Shape(w);
+  s->dst = a.Shape(y);
+  s->strides = a.Pair(first);
+  s->pad_l = s->pad_r = a.Pair(first + 1);
+  auto d = a.Pair(first + 2);
+  s->dilates = {d[0] - 1, d[1] - 1};
+  s->bias = !a.IsNone(bias);
+  return true;
+}
+
+void BiasGrad(const float *dout, const memory::dims &dst, float *db) {
+  const int64_t n = dst[0], c = dst[1], hw = dst[2] * dst[3];
+  Ctx().pool.parallel_for(static_cast<int>(c), [&](int k, int) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float *p = dout + (i * c + k) * hw;
+      for (int64_t j = 0; j < hw; ++j) s += p[j];
+    }
+    db[k] = static_cast<float>(s);
+  });
+}
+
+int ConvForward(const Args &a) {
+  ConvShape s;
+  if (a.n != 8 || a.Int(6) != 1 || !ReadConv(a, 0, 1, 7, 2, 3, &s)) return 1;
+  auto &ctx = Ctx();
+  Conv &c = GetConv(s);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, c.f_src.In(a.p[0], a.p[0] == a.p[7])},
+                                       {DNNL_ARG_WEIGHTS, c.f_wei.In(a.p[1])},
+                                       {DNNL_ARG_DST, c.f_dst.Target(a.p[7])}};
+  if (s.bias) args.emplace(DNNL_ARG_BIAS, memory(c.bias_md, ctx.engine, a.p[2]));
+  c.fwd.execute(ctx.stream, args);
+  c.f_dst.Out(a.p[7]);
+  return 0;
+}
+
+int ConvBackward(const Args &a) {
+  ConvShape s;
+  if (a.n != 14 || a.Bool(7) || a.Int(9) != 1 || !ReadConv(a, 1, 2, 0, 3, 4, &s)) return 1;
+  auto mask = a.Ints(10);
+  auto &ctx = Ctx();
+  Conv &c = GetConv(s);
+  if (!c.has_bwd) MakeBackward(c, s);
+  // Weights first: dinput may share memory with dout (same shape), and is written last.
+  if (mask.size() > 1 && mask[1]) {
+    c.bwd_wei.execute(ctx.stream, {{DNNL_ARG_SRC, c.w_src.In(a.p[1])},
+                                   {DNNL_ARG_DIFF_DST, c.w_ddst.In(a.p[0])},
+                                   {DNNL_ARG_DIFF_WEIGHTS, c.w_dwei.Target(a.p[12])}});
+    c.w_dwei.Out(a.p[12]);
+  }
+  if (mask.size() > 0 && mask[0]) {
+    c.bwd_data.execute(ctx.stream, {{DNNL_ARG_DIFF_DST, c.d_ddst.In(a.p[0], a.p[0] == a.p[11])},
+                                    {DNNL_ARG_WEIGHTS, c.d_wei.In(a.p[2])},
+                                    {DNNL_ARG_DIFF_SRC, c.d_dsrc.Target(a.p[11])}});
+    c.d_dsrc.Out(a.p[11]);
+  }
+  // Without a bias there is no dbias to write (MindSpore may give it no memory).
+  if (mask.size() > 2 && mask[2] && s.bias && a.p[13] != nullptr) BiasGrad(a.F(0), s.dst, a.F(13));
+  return 0;
+}
+
+// ---------------------------------------------------------------- batch normalisation
+
+// Per channel over N x H x W of an NCHW tensor; channels are shared among the threads.
+template <typename F>
+void PerChannel(const memory::dims &shape, F body) {
+  const int64_t c = shape[1];
+  Ctx().pool.parallel_for(static_cast<int>(c), [&](int k, int) { body(k); });
+}
+
+int BatchNormForward(const Args &a) {
+  if (a.n != 11 || a.nd[0] < 2 || !a.IsF32(0)) return 1;
+  const auto shape = a.Shape(0);
+  const int64_t n = shape[0], c = shape[1];
+  int64_t hw = 1;
+  for (int i = 2; i < a.nd[0]; ++i) hw *= shape[i];
+  const bool training = a.Bool(5);
+  const double momentum = a.Real(6), eps = a.Real(7);
+  const float *x = a.F(0), *w = a.IsNone(1) ? nullptr : a.F(1), *b = a.IsNone(2) ? nullptr : a.F(2);
+  float *rm = a.F(3), *rv = a.F(4), *y = a.F(8), *save_mean = a.F(9), *save_invstd = a.F(10);
+  const int64_t m = n * hw;
+  PerChannel(shape, [&](int k) {
+    double mean, var;
+    if (training) {
+      // One pass over the data, shifted by its first value so that the variance
+      // does not cancel; float sums per plane vectorise, planes add up in double.
+      const float shift = x[k * hw];
+      double s = 0, ss = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const float *p = x + (i * c + k) * hw;
+        float s1 = 0, s2 = 0;
+        for (int64_t j = 0; j < hw; ++j) {
+          const float d = p[j] - shift;
+          s1 += d;
+          s2 += d * d;
+        }
+        s += s1;
+        ss += s2;
+      }
+      const double dm = s / m;
+      mean = shift + dm;
+      var = std::max(ss / m - dm * dm, 0.0);
+      rm[k] = static_cast<float>((1 - momentum) * rm[k] + momentum * mean);
+      const double unbiased = m > 1 ? var * m / (m - 1) : var;
+      rv[k] = static_cast<float>((1 - momentum) * rv[k] + momentum * unbiased);
+    } else {
+      mean = rm[k];
+      var = rv[k];
+    }
+    const double invstd = 1.0 / std::sqrt(var + eps);
+    save_mean[k] = static_cast<float>(mean);
+    save_invstd[k] = static_cast<float>(invstd);
+    const float scale = static_cast<float>((w ? w[k] : 1.0) * invstd);
+    const float shift = static_cast<float>((b ? b[k] : 0.0) - mean * (w ? w[k] : 1.0) * invstd);
+    for (int64_t i = 0; i < n; ++i) {
+      const float *p = x + (i * c + k) * hw;
+      float *q = y + (i * c + k) * hw;
+      for (int64_t j = 0; j < hw; ++j) q[j] = p[j] * scale + shift;
+    }
+  });
+  return 0;
+}
+
+int BatchNormBackward(const Args &a) {
+  if (a.n != 13 || a.nd[0] < 2 || !a.IsF32(0)) return 1;
+  const auto shape = a.Shape(0);
+  const int64_t n = shape[0], c = shape[1];
+  int64_t hw = 1;
+  for (int i = 2; i < a.nd[0]; ++i) hw *= shape[i];
+  const bool training = a.Bool(7);
+  const double eps = a.Real(8);
+  auto mask = a.Ints(9);
+  const float *dy = a.F(0), *x = a.F(1), *w = a.IsNone(2) ? nullptr : a.F(2);
+  const float *rm = a.F(3), *rv = a.F(4), *save_mean = a.F(5), *save_invstd = a.F(6);
+  float *dx = a.F(10), *dw = a.F(11), *db = a.F(12);
+  const int64_t m = n * hw;
+  PerChannel(shape, [&](int k) {
+    const double mean = training ? save_mean[k] : rm[k];
+    const double invstd = training ? save_invstd[k] : 1.0 / std::sqrt(rv[k] + eps);
+    double sum_dy = 0, sum_dy_xc = 0;  // sum(dy), sum(dy * (x - mean))
+    for (int64_t i = 0; i < n; ++i) {
+      const float *g = dy + (i * c + k) * hw, *p = x + (i * c + k) * hw;
+      const float mu = static_cast<float>(mean);
+      float s1 = 0, s2 = 0;
+      for (int64_t j = 0; j < hw; ++j) {
+        s1 += g[j];
+        s2 += g[j] * (p[j] - mu);
+      }
+      sum_dy += s1;
+      sum_dy_xc += s2;
+    }
+    const double gamma = w ? w[k] : 1.0;
+    if (mask.size() > 1 && mask[1] && dw) dw[k] = static_cast<float>(sum_dy_xc * invstd);
+    if (mask.size() > 2 && mask[2] && db) db[k] = static_cast<float>(sum_dy);
+    if (mask.empty() || !mask[0] || !dx) return;
+    if (!training) {  // statistics are constants: dx = dy * gamma * invstd
+      const float s = static_cast<float>(gamma * invstd);
+      for (int64_t i = 0; i < n; ++i) {
+        const float *g = dy + (i * c + k) * hw;
+        float *q = dx + (i * c + k) * hw;
+        for (int64_t j = 0; j < hw; ++j) q[j] = g[j] * s;
+      }
+      return;
+    }
+    // dx = gamma * invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean)))
+    const float a1 = static_cast<float>(gamma * invstd);
+    const float a2 = static_cast<float>(sum_dy / m);
+    const float a3 = static_cast<float>(invstd * invstd * sum_dy_xc / m);
+    const float mu = static_cast<float>(mean);
+    for (int64_t i = 0; i < n; ++i) {
+      const float *g = dy + (i * c + k) * hw, *p = x + (i * c + k) * hw;
+      float *q = dx + (i * c + k) * hw;
+      for (int64_t j = 0; j < hw; ++j) q[j] = a1 * (g[j] - a2 - (p[j] - mu) * a3);
+    }
+  });
+  return 0;
+}
+
+template <typename F>
+int Guarded(F body, int n, void **p, int *nd, int64_t **sh, const char **dtype, void *extra) {
+  Args a{n, p, nd, sh, dtype};
+  if (getenv("RESNET_MS_KERNEL_DEBUG")) {
+    std::fprintf(stderr, "op n=%d", n);
+    for (int i = 0; i < n; ++i) {
+      std::fprintf(stderr, " %p[", p[i]);
+      for (int j = 0; j < nd[i]; ++j) std::fprintf(stderr, "%ld,", static_cast<long>(sh[i][j]));
+      std::fprintf(stderr, "]");
+    }
+    std::fprintf(stderr, "\n");
+    auto *info = static_cast<mindspore::kernel::op_plugin::KernelInputInfo *>(extra);
+    for (size_t i = 0; i < info->GetInputSize(); ++i) {
+      auto l = info->GetInputTensorLayout(i);
+      if (!l.has_value()) continue;
+      std::fprintf(stderr, "view: input %zu ptr %p offset %zu strides", i, p[i], l->storage_offset);
+      for (auto st : l->strides) std::fprintf(stderr, " %ld", static_cast<long>(st));
+      std::fprintf(stderr, " shape");
+      for (int j = 0; j < nd[i]; ++j) std::fprintf(stderr, " %ld", static_cast<long>(sh[i][j]));
+      std::fprintf(stderr, "\n");
+    }
+  }
+  try {
+    std::lock_guard<std::mutex> lk(Ctx().lock);
+    return body(a);
+  } catch (const dnnl::error &e) {
+    std::fprintf(stderr, "resnet_ms oneDNN kernel: %s (status %d)\n", e.what(), static_cast<int>(e.status));
+    return 2;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "resnet_ms oneDNN kernel: %s\n", e.what());
+    return 3;
+  }
+}
+
+const char *kOps[] = {"Conv2DExt", "ConvolutionGrad", "BatchNormExt", "BatchNormGradExt"};
+
+}  // namespace
+
+extern "C" {
+int GetRegisteredOpCount() { return sizeof(kOps) / sizeof(kOps[0]); }
+char **GetAllRegisteredOps() { return const_cast<char **>(kOps); }
+bool IsKernelRegistered(const char *name) {
+  for (const char *op : kOps)
+    if (std::strcmp(op, name) == 0) return true;
+  return false;
+}
+
+#define RESNET_MS_OP(NAME, BODY)                                                                  \
+  int NAME(int n, void **p, int *nd, int64_t **sh, const char **dtype, void *, void *extra) {  \
+    return Guarded(BODY, n, p, nd, sh, dtype, extra);                                           \
+  }
+RESNET_MS_OP(Conv2DExt, ConvForward)
+RESNET_MS_OP(ConvolutionGrad, ConvBackward)
+RESNET_MS_OP(BatchNormExt, BatchNormForward)
+RESNET_MS_OP(BatchNormGradExt, BatchNormBackward)
+
+// For the Python side: which oneDNN this library runs on.
+const char *ResnetMsKernelInfo() {
+  static std::string info;
+  const dnnl_version_t *v = dnnl_version();
+  info = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) +
+         ", " + std::to_string(Ctx().pool.get_num_threads()) + " threads";
+  return info.c_str();
+}
+}

@@ -1,0 +1,80 @@
+"""The convolution and BatchNorm cells of the networks, with the CPU fast paths.
+
+Both are the standard cells (nn.Conv2d, nn.BatchNorm2d: the same parameters,
+names and checkpoints); what changes is how they run, fixed when a network is
+built:
+  - `onednn`: through `mindspore.mint`'s conv2d and batch_norm, whose ops
+    MindSpore routes to resnet_ms's oneDNN kernels (cpu_kernels.py);
+  - `dense` (convolutions only): on 1x1/2x2 maps as one matrix product (smallmap.py);
+  - otherwise MindSpore's own ops, as for export and on GPU/Ascend.
+"""
+from mindspore import mint, nn, ops
+
+from .smallmap import as_matmul, tables_for
+
+
+def same_padding(size, kernel, stride):
+    """(before, after) padding of one axis under pad_mode='same' (the extra pixel goes after)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _append_zeros(x, rows, cols):
+    """x with zero rows below and zero columns to the right. A concatenation, not a pad
+    op: MindSpore 2.10 hung in the pad's gradient when a plugin convolution came before it."""
+    n, c, h, w = x.shape
+    if cols:
+        x = ops.concat((x, ops.zeros((n, c, h, cols), x.dtype)), 3)
+    if rows:
+        x = ops.concat((x, ops.zeros((n, c, rows, w + cols), x.dtype)), 2)
+    return x
+
+
+class Conv2d(nn.Conv2d):
+    def __init__(self, *args, dense=False, onednn=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.onednn = onednn
+        self.taps1, self.out1, self.taps2, self.out2 = tables_for(self) if dense and not onednn else (None, 0, None, 0)
+        self.dense = self.taps1 is not None or self.taps2 is not None
+
+    def _padded(self, x):
+        """(input, symmetric padding): mint's conv2d pads symmetrically, so the extra
+        pixel that 'same' puts after (at stride 2) is appended first."""
+        if self.pad_mode == "valid":
+            return x, (0, 0)
+        if self.pad_mode == "pad":
+            return x, (self.padding, self.padding)
+        top, bottom = same_padding(x.shape[2], self.kernel_size[0], self.stride[0])
+        left, right = same_padding(x.shape[3], self.kernel_size[1], self.stride[1])
+        if bottom > top or right > left:
+            x = _append_zeros(x, bottom - top, right - left)
+        return x, (top, left)
+
+    def construct(self, x):
+        if self.onednn:  # shapes are static in graph mode: the padding is decided when compiling
+            x, padding = self._padded(x)
+            return mint.nn.functional.conv2d(x, self.weight, self.bias, self.stride, padding,
+                                             self.dilation, self.group)
+        if self.dense:
+            h, w = x.shape[2], x.shape[3]
+            if h == 1 and w == 1 and self.taps1 is not None:
+                return as_matmul(x, self.weight, self.taps1, self.out1)
+            if h == 2 and w == 2 and self.taps2 is not None:
+                return as_matmul(x, self.weight, self.taps2, self.out2)
+        return super().construct(x)
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    def __init__(self, *args, onednn=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.onednn = onednn
+
+    def construct(self, x):
+        if self.onednn:
+            # nn.BatchNorm2d keeps momentum as the op wants it (the batch's share);
+            # use_batch_statistics=False (frozen layers) normalises with the running ones.
+            training = self.training if self.use_batch_statistics is None else self.use_batch_statistics
+            return mint.nn.functional.batch_norm(x, self.moving_mean, self.moving_variance, self.gamma,
+                                                 self.beta, training, self.momentum, self.eps)
+        return super().construct(x)
