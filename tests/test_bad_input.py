@@ -33,6 +33,8 @@ CASES = [
     ("train.py", ["--data_dir", "{data}", "--freeze", "layer9"], "--freeze layer9: choose one of"),
     ("train.py", ["--data_dir", "{data}", "--class_weights", "inverse"], "--class_weights inverse: none or balanced"),
     ("train.py", ["--data_dir", "{data}", "--patience", -2], "--patience -2: must not be negative"),
+    ("train.py", ["--data_dir", "{data}", "--log_interval", -1], "--log_interval -1: must not be negative"),
+    ("train.py", ["--data_dir", "{data}", "--resume", "{tmp}/file.txt"], "give a run folder or its last.ckpt"),
     ("train.py", ["--data_dir", "{data}", "--resume", "{ckpt}"], "give a run folder or its last.ckpt"),
     ("train.py", ["--data_dir", "{data}", "--resume", "{tmp}/no_run"], "--resume: no"),
     # eval.py
@@ -57,6 +59,9 @@ CASES = [
     ("predict.py", ["--ckpt", "{ckpt}", "--source", "{folder}", "--output", "{tmp}/p.txt"], "must be a .csv file"),
     ("predict.py", ["--ckpt", "{ckpt}", "--source", "{tmp}/empty", "--output", "{tmp}/p.csv"], "no image files found"),
     ("predict.py", ["--ckpt", "{ckpt}", "--source", "{folder}", "--output", "{tmp}"], "a folder; give a file name"),
+    ("predict.py", ["--ckpt", "{ckpt}", "--source", "{folder}", "--batch_size", 0, "--output", "{tmp}/p.csv"],
+     "--batch_size 0: must be at least 1"),
+    ("predict.py", ["--ckpt", "{tmp}/weights.pth", "--source", "{folder}", "--output", "{tmp}/p.csv"], "convert it first"),
     # export.py and convert.py
     ("export.py", ["--ckpt", "{ckpt}", "--batch_size", 0], "--batch_size 0: must be at least 1"),
     ("export.py", ["--ckpt", "{ckpt}", "--image_size", 8], "--image_size 8: must be at least 32"),
