@@ -504,7 +504,9 @@ int BatchNormBackward(const Args &a) {
 template <typename F>
 int Guarded(F body, int n, void **p, int *nd, int64_t **sh, const char **dtype, void *extra) {
   Args a{n, p, nd, sh, dtype};
-  if (getenv("RESNET_MS_KERNEL_DEBUG")) {
+  // RESNET_MS_KERNEL_DEBUG=1: every call's pointers and shapes, and any strided (view)
+  // input, on stderr: the tool for the open whole-network mismatch (cpu_kernels.py).
+  if (std::getenv("RESNET_MS_KERNEL_DEBUG")) {
     std::fprintf(stderr, "op n=%d", n);
     for (int i = 0; i < n; ++i) {
       std::fprintf(stderr, " %p[", p[i]);
