@@ -4,6 +4,9 @@ of the largest relative differences (loss, each gradient, running statistics).
 
     python tests/kernel_check.py block 16 64 8 1     (conv-BN-ReLU-conv-BN: batch, channels, size, stride)
     python tests/kernel_check.py resnet18 16 32 pytorch nopool
+    python tests/kernel_check.py mixed resnet18 16 32 pytorch nopool
+        (MindSpore's convolutions with our BatchNorm, against our convolutions with
+        MindSpore's BatchNorm: each of our ops against MindSpore's inside a whole network)
 """
 import json
 import sys
@@ -33,8 +36,22 @@ class Block(nn.Cell):
         return self.fc(y.mean(axis=(2, 3)))
 
 
+def _use(net, kind):
+    """Only `kind` (Conv2d or BatchNorm2d) keeps our kernels; the other runs MindSpore's."""
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, (Conv2d, BatchNorm2d)) and not isinstance(cell, kind):
+            cell.onednn = False
+
+
 def networks(argv):
-    if argv[0] == "block":
+    if argv[0] == "mixed":
+        batch, size, padding, stem = int(argv[2]), int(argv[3]), argv[4], argv[5]
+        ms.set_seed(3)
+        native = models.resnet(argv[1], 10, padding=padding, stem=stem)
+        fast = models.resnet(argv[1], 10, padding=padding, stem=stem)
+        _use(native, BatchNorm2d)
+        _use(fast, Conv2d)
+    elif argv[0] == "block":
         batch, channels, size, stride = map(int, argv[1:5])
         ms.set_seed(3)
         native, fast = Block(channels, stride, False), Block(channels, stride, True)
@@ -54,7 +71,7 @@ def networks(argv):
         a.set_data(ms.Tensor(value))
         b.set_data(ms.Tensor(value))
     rng = np.random.default_rng(1)
-    channels = 3 if argv[0] != "block" else int(argv[2])
+    channels = int(argv[2]) if argv[0] == "block" else 3
     x = ms.Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
     y = ms.Tensor(rng.integers(0, 10, batch).astype(np.int32))
     return native, fast, x, y
