@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from importlib.metadata import PackageNotFoundError, version
 
 from .files import atomic_path, cache_dir
 from .machine import cpu_info
@@ -64,7 +65,6 @@ def _mindspore_dir():
 
 
 def _mindspore_version():
-    from importlib.metadata import PackageNotFoundError, version
     try:
         return version("mindspore")
     except PackageNotFoundError:

@@ -1,10 +1,14 @@
 """Predictions on images: a checkpoint's preprocessing, batches of logits, probabilities."""
+import csv
+import io
+import json
 import os
 
 import numpy as np
 
 from .data import CIFAR10_URL, image_transforms, open_source
 from .errors import UserError, first_line
+from .files import write_text
 from .images import decode, is_image_name
 
 
@@ -126,10 +130,6 @@ def predict_files(net, record, files, batch_size=32, topk=5, progress=None):
 
 def write_predictions(rows, path, fmt, topk):
     """Write predict_files' rows as CSV (path, class_1, prob_1, ..., error) or JSON, atomically."""
-    import csv
-    import io
-    import json
-    from .files import write_text
     if fmt == "json":
         data = [{"path": p, "top": [{"class": c, "probability": round(q, 6)} for c, q in top], "error": err}
                 for p, top, err in rows]

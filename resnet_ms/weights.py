@@ -13,7 +13,7 @@ Everything that turns weights into a network (train.py's --pretrained and
 public `build_model`) goes through `load_network`.
 """
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import models
 from .checkpoint import CheckpointRecord, load_weights, read_checkpoint
