@@ -2,12 +2,14 @@
 """Evaluate a checkpoint: top-1, top-5, loss, per-class accuracy, confusion matrix.
 
     python eval.py --ckpt runs/train/best.ckpt --data_dir data/cifar10
+    python eval.py --ckpt runs/cifar10_hour/best.ckpt --data_dir data/cifar10 --tta none
     python eval.py --ckpt resnet50_cifar10.ckpt --model resnet50 --num_classes 10 --data_dir data/cifar10
 """
 import os
 import sys
 
 from resnet_ms import cli
+from resnet_ms.tta import TTA
 
 
 def main(argv=None):
@@ -18,6 +20,9 @@ def main(argv=None):
     p.add_argument("--num_workers", type=int, default=2)
     p.add_argument("--bad_images", choices=["stop", "skip"], default="stop",
                    help="image folders: stop on a truncated/unreadable image, or skip it")
+    p.add_argument("--tta", choices=("auto",) + TTA, default="auto",
+                   help="test-time augmentation; auto: what the checkpoint's recipe names (its tta field), "
+                        "none: the plain number")
     p.add_argument("--output_dir", help="where metrics.json and the confusion PNG go "
                    "(default: the checkpoint's folder)")
     a = p.parse_args(argv)
@@ -30,7 +35,7 @@ def main(argv=None):
     from resnet_ms.runtime import init_context
     init_context()
     r = evaluate_checkpoint(a.ckpt, a.data_dir, a.split, a.dataset, a.model, a.num_classes,
-                            a.batch_size, a.limit_batches, a.num_workers, bad_images=a.bad_images)
+                            a.batch_size, a.limit_batches, a.num_workers, bad_images=a.bad_images, tta=a.tta)
     write_eval_report(r, out_dir)
 
 

@@ -15,6 +15,8 @@ from .files import atomic_path
 
 META_KEY = "resnet_ms_meta"
 OPT_PREFIX = "optimizer/"
+EMA_PREFIX = "ema/"  # the weight average (ema.py)
+STATE_PREFIXES = (OPT_PREFIX, EMA_PREFIX)  # training state in last.ckpt, not the network's weights
 RECORD_VERSION = 2  # 1: the untyped dict of the first release (still read)
 
 
@@ -74,19 +76,28 @@ class CheckpointRecord:
                               std=tuple(record.std))
 
 
-def save_checkpoint(path, net, record=None, optimizer=None):
+def optimizer_state(optimizer):
+    """The optimizer's own parameters: momentum buffers (nn.Momentum's moments, or nn.SGD's
+    accum and first-step flags) and the step counter that indexes the schedule."""
+    buffers = list(optimizer.moments) if hasattr(optimizer, "moments") else \
+        list(optimizer.accum) + list(optimizer.stat)
+    return buffers + [optimizer.global_step]
+
+
+def save_checkpoint(path, net, record=None, optimizer=None, state=()):
     """Write `path` so that it is either the old file or the complete new one.
 
     mindspore.save_checkpoint removes an existing file before renaming its
     own temporary file into place; a crash in between would lose the previous
     best. So it writes to a fresh name, and `os.replace` swaps it in.
-    `record=None` writes plain weights, as the course's file is.
+    `record=None` writes plain weights, as the course's file is; `state` is
+    further (name, Parameter) pairs that --resume needs.
     """
     import mindspore as ms
     items = [{"name": p.name, "data": p} for p in net.get_parameters()]
     if optimizer is not None:
-        items += [{"name": OPT_PREFIX + p.name, "data": p}
-                  for p in list(optimizer.moments) + [optimizer.global_step]]
+        items += [{"name": OPT_PREFIX + p.name, "data": p} for p in optimizer_state(optimizer)]
+    items += [{"name": name, "data": p} for name, p in state]  # e.g. the weight average (ema.py)
     extra = {META_KEY: record.to_json()} if record is not None else None
     with atomic_path(path) as tmp:
         ms.save_checkpoint(items, tmp, append_dict=extra, crc_check=True)
@@ -130,7 +141,7 @@ def load_weights(net, tensors, source, replace_head=False, head=("fc.weight", "f
     """
     import mindspore as ms
     own = {p.name: p for p in net.get_parameters()}
-    weights = {k: v for k, v in tensors.items() if not k.startswith(OPT_PREFIX)}
+    weights = {k: v for k, v in tensors.items() if not k.startswith(STATE_PREFIXES)}
     missing = own.keys() - weights.keys()
     unexpected = weights.keys() - own.keys()
     mismatched = {k for k in own.keys() & weights.keys() if _shape(own[k]) != _shape(weights[k])}
@@ -158,7 +169,7 @@ def load_weights(net, tensors, source, replace_head=False, head=("fc.weight", "f
 def load_optimizer_state(optimizer, tensors, source):
     """Restore momentum buffers and the step counter saved by save_checkpoint."""
     import mindspore as ms
-    wanted = {OPT_PREFIX + p.name: p for p in list(optimizer.moments) + [optimizer.global_step]}
+    wanted = {OPT_PREFIX + p.name: p for p in optimizer_state(optimizer)}
     missing = wanted.keys() - tensors.keys()
     if missing:
         raise UserError(f"{source}: no optimizer state for {_names(missing)}; cannot resume from it")

@@ -16,7 +16,10 @@ import yaml
 from .data import CIFAR10_URL, DATASETS
 from . import cli
 from .errors import UserError
-from .models import MODEL_NAMES, STEMS
+from .tta import TTA
+from .whitening import WHITEN
+from .engine import SCHEDULES
+from .models import MODEL_NAMES, SMALL_ARCHS, STEMS, default_stem
 
 RUNS_ROOT = "runs"  # where runs go without --output_dir: runs/train, runs/train2, ...
 FREEZE = ("none", "backbone", "layer1", "layer2", "layer3", "layer4")
@@ -36,7 +39,8 @@ class TrainConfig:
     model: str = field(default="resnet50", metadata={"help": "|".join(MODEL_NAMES)})
     num_classes: int = field(default=0, metadata={"help": "0: the data's class count"})
     pretrained: str = field(default="default", metadata={"help": "default | record name | URL | .ckpt | torchvision .pth | none"})
-    stem: str = field(default="imagenet", metadata={"help": "imagenet (7x7/2 + max-pool), nopool (7x7/2: 2x the maps, same weights) or cifar (3x3/1)"})
+    stem: str = field(default="auto", metadata={"help": "auto (the model's own), imagenet (7x7/2 + max-pool), "
+                                                        "nopool (7x7/2: 2x the maps, same weights) or cifar (3x3/1)"})
     zero_init_residual: bool = field(default=False, metadata={"help": "start each block as identity (from scratch)"})
     # optimisation: the course's fine-tuning schedule, plus a short warm-up
     epochs: int = field(default=5, metadata={"help": "training epochs"})
@@ -45,9 +49,20 @@ class TrainConfig:
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (1e-3 suits fine-tuning)"})
     min_lr: float = field(default=1e-5, metadata={"help": "final learning rate of the cosine decay"})
     warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up length, in epochs"})
+    schedule: str = field(default="cosine", metadata={"help": "cosine, or linear (one cycle: straight up "
+                                                               "over the warm-up, straight down to min_lr)"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    nesterov: bool = field(default=False, metadata={"help": "Nesterov momentum"})
     weight_decay: float = field(default=1e-4, metadata={"help": "L2 on conv/dense weights only"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
+    ema_decay: float = field(default=0.0, metadata={"help": "0: off; else a moving average of the weights "
+                                                            "(per step) is validated, kept in best.ckpt and resumed"})
+    whiten: str = field(default="none", metadata={"help": "none | init | frozen: the first convolution set "
+                                                          "from training patches' whitening (small-image models)"})
+    keep: str = field(default="best", metadata={"help": "best: best.ckpt is the epoch best on validation; "
+                                                        "last: the last epoch (nothing is selected on data)"})
+    tta: str = field(default="none", metadata={"help": "test-time augmentation eval.py applies to this run's "
+                                                       "checkpoints: none | flip | flip_translate"})
     class_weights: str = field(default="none", metadata={"help": "none, or balanced: loss weights "
                                                                  "n / (classes * count) from the training split"})
     freeze: str = field(default="none", metadata={"help": "none | backbone (train only fc) | layerK "
@@ -164,6 +179,8 @@ def resolve(args):
         setattr(cfg, f.name, _typed(f.name, getattr(cfg, f.name), f.type))
     if not cfg.output_dir and not cfg.resume:
         cfg.output_dir = next_run_folder()
+    if cfg.stem == "auto" and cfg.model in MODEL_NAMES:
+        cfg.stem = default_stem(cfg.model)
     check(cfg)
     return cfg
 
@@ -174,6 +191,9 @@ def check(cfg):
         (cfg.dataset in DATASETS, f"--dataset {cfg.dataset}: choose one of {', '.join(DATASETS)}"),
         (cfg.model in MODEL_NAMES, f"--model {cfg.model}: choose one of {', '.join(MODEL_NAMES)}"),
         (cfg.stem in STEMS, f"--stem {cfg.stem}: choose one of {', '.join(STEMS)}"),
+        ((cfg.stem == "small") == (cfg.model in SMALL_ARCHS),
+         f"--stem {cfg.stem}: {cfg.model} takes --stem " + ("small" if cfg.model in SMALL_ARCHS else
+                                                            "imagenet, nopool or cifar") + " (or auto)"),
         (cfg.batch_size > 0, f"--batch_size {cfg.batch_size}: must be at least 1"),
         (cfg.epochs >= 1, f"--epochs {cfg.epochs}: must be at least 1"),
         (cfg.image_size >= 32, f"--image_size {cfg.image_size}: must be at least 32"),
@@ -186,6 +206,17 @@ def check(cfg):
         (cfg.val_split >= 0, f"--val_split {cfg.val_split}: must not be negative"),
         (cfg.val_split < 1 or cfg.val_split == int(cfg.val_split),
          f"--val_split {cfg.val_split}: a fraction below 1, or a whole number of images"),
+        (cfg.schedule in SCHEDULES, f"--schedule {cfg.schedule}: choose one of {', '.join(SCHEDULES)}"),
+        (0 <= cfg.ema_decay < 1, f"--ema_decay {cfg.ema_decay}: 0 (off) or in (0, 1), e.g. 0.999"),
+        (cfg.whiten in WHITEN, f"--whiten {cfg.whiten}: choose one of {', '.join(WHITEN)}"),
+        (cfg.whiten == "none" or cfg.model in SMALL_ARCHS,
+         f"--whiten {cfg.whiten}: only small-image models ({', '.join(SMALL_ARCHS)}) have a whitening stem"),
+        (cfg.whiten == "none" or cfg.pretrained == "none" or cfg.resume,
+         f"--whiten {cfg.whiten}: initialises from scratch; pass --pretrained none"),
+        (cfg.keep in ("best", "last"), f"--keep {cfg.keep}: best or last"),
+        (cfg.tta in TTA, f"--tta {cfg.tta}: choose one of {', '.join(TTA)}"),
+        (not (cfg.keep == "last" and cfg.patience), "--patience: stops on no better validation accuracy; "
+                                                    "with --keep last nothing is compared, so leave --patience 0"),
         (cfg.class_weights in ("none", "balanced"), f"--class_weights {cfg.class_weights}: none or balanced"),
         (cfg.freeze in FREEZE, f"--freeze {cfg.freeze}: choose one of {', '.join(FREEZE)}"),
         (cfg.patience >= 0, f"--patience {cfg.patience}: must not be negative"),

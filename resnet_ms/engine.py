@@ -14,6 +14,7 @@ import mindspore as ms
 from mindspore import nn
 
 from .errors import UserError
+from .tta import tta_logits
 
 log = logging.getLogger("resnet_ms")
 
@@ -33,8 +34,20 @@ def cosine_lr(max_lr, min_lr, total_steps, warmup_steps=0):
     return lrs
 
 
-def build_optimizer(net, lrs, momentum=0.9, weight_decay=1e-4):
-    """nn.Momentum with weight decay on conv and dense weights only.
+def linear_lr(max_lr, min_lr, total_steps, warmup_steps=0):
+    """One cycle of straight lines: up from max_lr / warmup_steps to max_lr over the
+    warm-up, then down to min_lr on the last step (Page's and airbench's shape)."""
+    lrs = [max_lr * (s + 1) / warmup_steps for s in range(min(warmup_steps, total_steps))]
+    decay = total_steps - len(lrs)
+    lrs += [max_lr - (max_lr - min_lr) * (s / (decay - 1) if decay > 1 else 1.0) for s in range(decay)]
+    return lrs
+
+
+SCHEDULES = {"cosine": cosine_lr, "linear": linear_lr}
+
+
+def build_optimizer(net, lrs, momentum=0.9, weight_decay=1e-4, nesterov=False):
+    """SGD with momentum (Nesterov's if asked), weight decay on conv and dense weights only.
 
     Decaying BatchNorm's gamma/beta and biases pulls them towards 0 for no
     regularising benefit (Goyal et al. 2017; Jia et al. 2018). Frozen
@@ -45,17 +58,22 @@ def build_optimizer(net, lrs, momentum=0.9, weight_decay=1e-4):
     rest = [p for p in params if not p.name.endswith("weight")]
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": rest, "weight_decay": 0.0}]
-    return nn.Momentum(groups, learning_rate=ms.Tensor(np.asarray(lrs, np.float32)),
-                       momentum=momentum)
+    lr = ms.Tensor(np.asarray(lrs, np.float32))
+    if nesterov:
+        # Not nn.Momentum(use_nesterov=True): MindSpore 2.10's CPU kernel ignores the flag and
+        # takes plain momentum steps (measured, tests/test_recipe.py); nn.SGD's is Nesterov's.
+        return nn.SGD(groups, learning_rate=lr, momentum=momentum, nesterov=True)
+    return nn.Momentum(groups, learning_rate=lr, momentum=momentum)
 
 
-def make_train_step(net, loss_fn, optimizer, loss_scaler=None, grad_reducer=None):
+def make_train_step(net, loss_fn, optimizer, loss_scaler=None, grad_reducer=None, ema=None):
     """A compiled step: (images, labels) -> (loss, correct predictions, skipped).
 
     With a loss scaler (mixed precision) the loss is scaled before
     differentiation, gradients are unscaled, and a step whose gradients
     overflowed is skipped (skipped = 1) while the scale adapts.
-    `grad_reducer` all-reduces gradients in data-parallel training.
+    `grad_reducer` all-reduces gradients in data-parallel training; `ema`
+    (ema.WeightAverage) updates the weight average after the optimizer.
     """
     def forward(images, labels):
         logits = net(images)
@@ -82,6 +100,8 @@ def make_train_step(net, loss_fn, optimizer, loss_scaler=None, grad_reducer=None
             loss_scaler.adjust(finite)
         else:
             optimizer(grads)
+        if ema is not None:
+            ema()
         correct = (logits.argmax(1) == labels).astype(ms.int32).sum()
         return loss, correct, skipped
 
@@ -163,14 +183,15 @@ def train_one_epoch(step, net, loader, desc="train", skip_first=False, log_inter
             "images_per_s": timed_images / elapsed if elapsed > 0 and timed_images else float("nan")}
 
 
-def evaluate(eval_step, net, loader, num_classes, desc="eval", keep_logits=False):
-    """Top-1, top-5, mean cross-entropy and the confusion matrix over `loader`."""
+def evaluate(eval_step, net, loader, num_classes, desc="eval", keep_logits=False, tta="none"):
+    """Top-1, top-5, mean cross-entropy and the confusion matrix over `loader`,
+    on logits averaged over the views of `tta` (tta.VIEWS)."""
     net.set_train(False)
     confusion = np.zeros((num_classes, num_classes), np.int64)
     loss_sum, top5, seen, all_logits = 0.0, 0, 0, []
     for images, labels in _progress(loader.create_tuple_iterator(num_epochs=1),
                                     loader.get_dataset_size(), desc):
-        logits = eval_step(images).asnumpy().astype(np.float64)
+        logits = tta_logits(eval_step, images, tta)
         y = labels.asnumpy()
         shifted = logits - logits.max(1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
@@ -182,7 +203,7 @@ def evaluate(eval_step, net, loader, num_classes, desc="eval", keep_logits=False
         if keep_logits:
             all_logits.append(logits)
     out = {"loss": loss_sum / max(seen, 1), "top1": np.trace(confusion) / max(seen, 1),
-           "top5": top5 / max(seen, 1), "images": seen, "confusion": confusion}
+           "top5": top5 / max(seen, 1), "images": seen, "confusion": confusion, "tta": tta}
     if keep_logits:
         out["logits"] = np.concatenate(all_logits) if all_logits else np.zeros((0, num_classes))
     return out

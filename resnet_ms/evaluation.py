@@ -12,23 +12,27 @@ from .engine import class_report, evaluate, make_eval_step, per_class_accuracy
 from .files import write_json
 from .inference import softmax, source_for
 from .plots import plot_confusion, plot_predictions
+from .tta import describe, resolve_tta
 from .weights import load_model
 
 MISTAKES_SHOWN = 12
 
 
 def evaluate_checkpoint(ckpt, data_dir, split="test", dataset=None, model=None, num_classes=0,
-                        batch_size=256, limit_batches=0, workers=2, data_url=None, bad_images="stop"):
-    """Top-1/top-5/loss, per-class precision/recall/F1 and the confusion matrix of `ckpt` on a split."""
+                        batch_size=256, limit_batches=0, workers=2, data_url=None, bad_images="stop",
+                        tta="auto"):
+    """Top-1/top-5/loss, per-class precision/recall/F1 and the confusion matrix of `ckpt` on a split,
+    with test-time augmentation `tta` (auto: the checkpoint's recipe's)."""
     net, record = load_model(ckpt, model, num_classes)
+    tta = resolve_tta(tta, record)
     source = source_for(record, dataset, data_dir, data_url or CIFAR10_URL, bad_images)
     loader = make_loader(source, split, batch_size, record.image_size, record.mean, record.std,
                          limit_batches=limit_batches, workers=workers)
-    result = evaluate(make_eval_step(net), net, loader, record.num_classes, desc=split, keep_logits=True)
+    result = evaluate(make_eval_step(net), net, loader, record.num_classes, desc=split, keep_logits=True, tta=tta)
     names = list(source.class_names)
     result["per_class"] = dict(zip(names, per_class_accuracy(result["confusion"]).tolist()))
     result["classes"], result["average"] = class_report(result["confusion"], names)
-    result.update(class_names=names, split=split, checkpoint=ckpt, epoch=record.epoch or None,
+    result.update(class_names=names, split=split, checkpoint=ckpt, epoch=record.epoch or None, views=describe(tta),
                   model=record.model, split_images=len(source.indices(split)), source=source)
     result["partial"] = result["images"] < result["split_images"]
     return result
@@ -59,8 +63,9 @@ def plot_mistakes(result, path):
 
 def print_report(result):
     top5 = f"  top-5 {result['top5']:.4f}" if len(result["class_names"]) > 5 else ""
+    tta = f"  (test-time augmentation: {result['tta']}, {len(result['views'])} views)" if result["tta"] != "none" else ""
     print(f"{result['model']} on {result['split']} ({result['images']} images): top-1 {result['top1']:.4f}"
-          f"{top5}  loss {result['loss']:.4f}")
+          f"{top5}  loss {result['loss']:.4f}{tta}")
     width = max(len(c) for c in result["class_names"] + ["weighted avg"])
     print(f"  {'':<{width}}  precision  recall     f1  support")
     for name, row in result["classes"].items():
@@ -81,8 +86,8 @@ def write_eval_report(result, out_dir):
         return []
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, f"eval_{result['split']}")
-    summary = {k: result[k] for k in ("checkpoint", "model", "epoch", "split", "images",
-                                      "top1", "loss", "per_class", "classes", "average")}
+    summary = {k: result[k] for k in ("checkpoint", "model", "epoch", "split", "images", "top1", "tta",
+                                      "views", "loss", "per_class", "classes", "average")}
     if len(result["class_names"]) > 5:
         summary["top5"] = result["top5"]
     summary["confusion"] = result["confusion"].tolist()

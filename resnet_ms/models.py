@@ -1,4 +1,4 @@
-"""ResNet-18/34/50/101/152 as MindSpore cells.
+"""ResNet-18/34/50/101/152, and small-image ResNets for 32 px, as MindSpore cells.
 
 Parameter names follow the MindSpore course ("ResNet-50 image classification"),
 so that its checkpoint `resnet50_224_new.ckpt` loads tensor for tensor:
@@ -32,8 +32,8 @@ PADDINGS = ("same", "symmetric", "pytorch")
 
 
 def conv(in_ch, out_ch, kernel, stride=1, padding="same"):
-    if padding == "same":
-        pad = {"pad_mode": "same"}
+    if padding in ("same", "valid"):  # valid: no padding (SmallResNet's 2x2 stem)
+        pad = {"pad_mode": padding}
     else:  # kernel // 2 on every side, as both mindcv and torchvision do
         pad = {"pad_mode": "pad", "padding": kernel // 2}
     # layers.Conv2d is nn.Conv2d (same parameter, same results) with the CPU
@@ -128,7 +128,7 @@ def make_layer(last_out_channel, block, channel, block_nums, stride=1,
     return nn.SequentialCell(layers)
 
 
-STEMS = ("imagenet", "nopool", "cifar")
+STEMS = ("imagenet", "nopool", "cifar", "small")  # small: SmallResNet's own
 
 
 class ResNet(nn.Cell):
@@ -147,8 +147,8 @@ class ResNet(nn.Cell):
     def __init__(self, block, layer_nums, num_classes=1000, stem="imagenet",
                  zero_init_residual=False, padding="same"):
         super().__init__()
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {', '.join(STEMS)}, not {stem!r}")
+        if stem not in STEMS[:3]:
+            raise ValueError(f"stem must be one of {', '.join(STEMS[:3])}, not {stem!r}")
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, not {padding!r}")
         self.stem = stem
@@ -186,6 +186,54 @@ class ResNet(nn.Cell):
         return self.fc(c5.mean(axis=(2, 3)))  # global average pool, any input size
 
 
+class SmallResNet(nn.Cell):
+    """A ResNet for 32 px images that spends its compute at full resolution.
+
+    The fast-training layout (Page's ResNet-9; Jordan's airbench): a 2x2 stem
+    convolution (3 -> 24 = twice the 12 dimensions of a 2x2 RGB patch, so that
+    patch whitening can fill it), then per stage a 3x3 convolution that widens,
+    a 2x2 max-pool, BN, ReLU and `blocks` basic residual blocks (make_layer),
+    and a global max-pool into the classifier. Sizes at 32 px: 31 -> 15 -> 7 -> 3.
+    Names follow ResNet's (conv1/norm, layerK, fc) so --freeze works alike.
+    """
+
+    def __init__(self, widths, blocks, num_classes=10, stem="small", zero_init_residual=False,
+                 padding="same"):
+        super().__init__()
+        if stem != "small":
+            raise ValueError(f"stem: small-image ResNets have their own stem ('small'), not {stem!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, not {padding!r}")
+        self.stem, self.padding, self.num_classes = stem, padding, num_classes
+        self.conv1 = conv(3, STEM_WIDTH, 2, 1, "valid")
+        self.norm = norm(STEM_WIDTH)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        channels, stages = STEM_WIDTH, []
+        for width, n in zip(widths, blocks):
+            # no residual blocks: a plain conv-pool stage, which make_layer cannot express
+            res = [make_layer(width, ResidualBlockBase, width, n, 1, zero_init_residual, padding)] if n else []
+            stages.append(nn.SequentialCell([conv(channels, width, 3, 1, padding), self.pool, norm(width),
+                                             nn.ReLU()] + res))
+            channels = width
+        self.layer1, self.layer2, self.layer3 = stages
+        self.num_features = channels
+        self.fc = nn.Dense(channels, num_classes)
+
+    def forward_features(self, x):
+        x = self.relu(self.norm(self.conv1(x)))
+        c1 = self.layer1(x)
+        c2 = self.layer2(c1)
+        return c1, c2, self.layer3(c2)
+
+    def construct(self, x):
+        c3 = self.forward_features(x)[-1]
+        # Global max-pool (Page measured it above the average here); its maxima of
+        # ReLU outputs are large, and 1/8 keeps the first logits near a loss of ln(classes).
+        return self.fc(c3.max(axis=(2, 3))) * 0.125
+
+
+STEM_WIDTH = 24
 ARCHS = {
     "resnet18": (ResidualBlockBase, (2, 2, 2, 2)),
     "resnet34": (ResidualBlockBase, (3, 4, 6, 3)),
@@ -193,16 +241,28 @@ ARCHS = {
     "resnet101": (Bottleneck, (3, 4, 23, 3)),
     "resnet152": (Bottleneck, (3, 8, 36, 3)),
 }
-MODEL_NAMES = tuple(ARCHS)
+# Small-image ResNets: (stage widths, residual blocks per stage).
+SMALL_ARCHS = {
+    "resnet9": ((128, 256, 512), (1, 0, 1)),  # Page's ResNet-9 stages behind a 2x2 stem
+    "resnet_hour": ((64, 128, 256), (1, 1, 1)),  # configs/cifar10_hour.yaml (chosen by measurement)
+}
+MODEL_NAMES = tuple(ARCHS) + tuple(SMALL_ARCHS)
+
+
+def default_stem(name):
+    """The stem a model is built with when none is asked for."""
+    return "small" if name in SMALL_ARCHS else "imagenet"
 
 
 def resnet(name, num_classes=1000, **kwargs):
     """The architecture `name` (one of MODEL_NAMES) with fresh weights.
 
-    kwargs go to ResNet (stem, padding, zero_init_residual). Networks with
-    pretrained weights come from `resnet_ms.build_model` (weights.py), which
-    builds with this and then loads.
+    kwargs go to ResNet/SmallResNet (stem, padding, zero_init_residual). Networks
+    with pretrained weights come from `resnet_ms.build_model` (weights.py),
+    which builds with this and then loads.
     """
+    if name in SMALL_ARCHS:
+        return SmallResNet(*SMALL_ARCHS[name], num_classes, **kwargs)
     if name not in ARCHS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     block, layers = ARCHS[name]

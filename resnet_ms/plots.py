@@ -19,11 +19,15 @@ def _save(fig, path):
 def plot_curves(rows, path):
     """Loss and accuracy per epoch (rows of metrics.csv), training against validation."""
     epochs = [int(r["epoch"]) for r in rows]
+
+    def column(key, scale=1.0):  # an epoch that was not evaluated is a gap
+        return [scale * float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
-        ax_loss.plot(epochs, [float(r[key]) for r in rows], marker="o", label=label)
+        ax_loss.plot(epochs, column(key), marker="o", label=label)
     for key, label in (("train_acc", "train"), ("val_acc", "validation")):
-        ax_acc.plot(epochs, [100 * float(r[key]) for r in rows], marker="o", label=label)
+        ax_acc.plot(epochs, column(key, 100), marker="o", label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="top-1 %", title="accuracy")
     for ax in (ax_loss, ax_acc):

@@ -20,19 +20,23 @@ from . import config as config_lib
 from . import distributed
 from .checkpoint import CheckpointRecord, load_optimizer_state
 from .data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, make_loader, open_source
-from .engine import build_optimizer, cosine_lr, evaluate, make_eval_step, make_train_step, train_one_epoch
+from .ema import WeightAverage
+from .engine import SCHEDULES, build_optimizer, evaluate, make_eval_step, make_train_step, train_one_epoch
 from .errors import UserError
 from .plots import plot_confusion, plot_curves
 from .runs import RunFolder
 from .runtime import init_context, native_layers
 from .weights import load_network, open_weights
+from .whitening import whiten_stem
 
 log = logging.getLogger("resnet_ms")
 # A cross-entropy this many times that of a uniform guess (ln classes) does not come back:
 # the run has diverged (--lr 50 reaches 260x within two steps), so it stops there.
 LOSS_LIMIT = 100
 # The schedule and the data order depend on these: a change would not be a resume.
-RESUME_MUST_MATCH = ("model", "stem", "dataset", "batch_size", "epochs", "image_size", "seed")
+RESUME_MUST_MATCH = ("model", "stem", "dataset", "batch_size", "epochs", "image_size", "seed", "schedule",
+                     "ema_decay", "whiten")
+WHITENING_IMAGES = 5000  # training images whose patches set the whitening stem (a 12x12 covariance)
 
 
 def normalisation(cfg, pretrained):
@@ -92,7 +96,10 @@ def open_data(cfg, world):
         raise UserError(f"--num_classes {cfg.num_classes}: the data in {cfg.data_dir} "
                         f"has {len(source.class_names)} classes")
     select = "val" if "val" in source.splits else "test"
-    if select == "test":
+    if select == "test" and cfg.keep == "last":
+        log.info("no validation split: the last epoch is kept (--keep last); the test split is "
+                 "evaluated once, after it, and chooses nothing")
+    elif select == "test":
         log.warning("no validation split (--val_split 0): the best checkpoint is chosen on the "
                     "test split, so its test accuracy is optimistic")
     n_train = len(source.indices("train"))
@@ -181,6 +188,18 @@ class Steps:
     eval: object
     amp_level: str
     scaler: object
+    ema: object  # ema.WeightAverage or None
+
+    def averaged(self):
+        """Inside: the network holds the weight average (when there is one)."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
+
+def training_images(s, loader_args, count=WHITENING_IMAGES):
+    """Up to `count` training images, normalised as training sees them, without augmentation."""
+    args = dict(loader_args, batch_size=500, shard=(0, 1))
+    loader = make_loader(s.source, "train", limit_batches=-(-count // 500), **args)
+    return np.concatenate([x for x, _ in loader.create_tuple_iterator(num_epochs=1, output_numpy=True)])[:count]
 
 
 def compile_steps(cfg, net, s):
@@ -188,8 +207,9 @@ def compile_steps(cfg, net, s):
     if frozen:
         log.info("--freeze %s: %d of %d parameters frozen", cfg.freeze, len(frozen),
                  sum(1 for _ in net.get_parameters()))
-    lrs = cosine_lr(cfg.lr, cfg.min_lr, cfg.epochs * s.steps, int(cfg.warmup_epochs * s.steps))
-    optimizer = build_optimizer(net, lrs or [cfg.lr], cfg.momentum, cfg.weight_decay)
+    lrs = SCHEDULES[cfg.schedule](cfg.lr, cfg.min_lr, cfg.epochs * s.steps, int(cfg.warmup_epochs * s.steps))
+    optimizer = build_optimizer(net, lrs or [cfg.lr], cfg.momentum, cfg.weight_decay, cfg.nesterov)
+    ema = WeightAverage(net, cfg.ema_decay) if cfg.ema_decay else None
     level, scaler = amp_setup(cfg, s.device)
     if level != "O0":
         net = ms.amp.auto_mixed_precision(net, level)
@@ -199,8 +219,8 @@ def compile_steps(cfg, net, s):
         weights = ms.Tensor(weights.astype(np.float32))
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     reducer = distributed.grad_reducer(optimizer, s.world) if s.world > 1 else None
-    return Steps(net, optimizer, lrs, make_train_step(net, loss_fn, optimizer, scaler, reducer),
-                 make_eval_step(net), level, scaler)
+    return Steps(net, optimizer, lrs, make_train_step(net, loss_fn, optimizer, scaler, reducer, ema),
+                 make_eval_step(net), level, scaler, ema)
 
 
 def resolved_config(cfg, s, level):
@@ -213,14 +233,21 @@ def resolved_config(cfg, s, level):
 
 
 def _metrics_row(epoch, lr, tr, ev, seconds):
-    return {"epoch": epoch, "lr": f"{lr:.6g}", "train_loss": f"{tr['loss']:.5f}",
-            "train_acc": f"{tr['acc']:.5f}", "val_loss": f"{ev['loss']:.5f}", "val_acc": f"{ev['top1']:.5f}",
-            "val_top5": f"{ev['top5']:.5f}", "val_images": ev["images"],
-            "train_images_per_s": f"{tr['images_per_s']:.1f}", "epoch_s": f"{seconds:.1f}"}
+    """One metrics.csv row; the val fields are empty for an epoch that was not evaluated."""
+    val = {"val_loss": f"{ev['loss']:.5f}", "val_acc": f"{ev['top1']:.5f}", "val_top5": f"{ev['top5']:.5f}",
+           "val_images": ev["images"]} if ev is not None else {}
+    return {"epoch": epoch, "lr": f"{lr:.6g}", "train_loss": f"{tr['loss']:.5f}", "train_acc": f"{tr['acc']:.5f}",
+            **val, "train_images_per_s": f"{tr['images_per_s']:.1f}", "epoch_s": f"{seconds:.1f}"}
+
+
+def _acc(value):
+    return "not evaluated" if value is None else f"{value:.4f}"
 
 
 def run_epoch(cfg, s, epoch, first, st, loader_args):
-    """Train one epoch, then evaluate on the selection split; (train stats, eval result)."""
+    """Train one epoch, then evaluate (the weight average, if any) on the selection split;
+    (train stats, eval result or None). With --keep last and no validation split, only
+    the last epoch is evaluated: the test split only reports."""
     net = st.net
     train_loader = make_loader(s.source, "train", train=True, epoch=epoch,
                                limit_batches=cfg.limit_train_batches, **loader_args)
@@ -228,11 +255,15 @@ def run_epoch(cfg, s, epoch, first, st, loader_args):
     tr = train_one_epoch(st.train, net, train_loader, f"epoch {epoch}", skip_first=first,
                          log_interval=cfg.log_interval, lrs=st.lrs, first_step=(epoch - 1) * s.steps, lr_hint=hint,
                          loss_limit=LOSS_LIMIT * math.log(s.record.num_classes))
-    val_loader = make_loader(s.source, s.select, limit_batches=cfg.limit_val_batches, **loader_args)
-    if s.world > 1:  # one network for evaluation and checkpoints, numbers over all ranks
-        distributed.average_batch_norm_statistics(net, s.world)
+    if s.world > 1:
         tr = distributed.reduce_train_stats(tr)
-    ev = evaluate(st.eval, net, val_loader, s.record.num_classes, desc=s.select)
+    if cfg.keep == "last" and s.select == "test" and epoch < cfg.epochs:
+        return tr, None
+    val_loader = make_loader(s.source, s.select, limit_batches=cfg.limit_val_batches, **loader_args)
+    with st.averaged():
+        if s.world > 1:  # one network for evaluation and checkpoints, numbers over all ranks
+            distributed.average_batch_norm_statistics(net, s.world)
+        ev = evaluate(st.eval, net, val_loader, s.record.num_classes, desc=s.select)
     if s.world > 1:
         ev = distributed.reduce_eval(ev)
     return tr, ev
@@ -251,8 +282,9 @@ def epoch_line(cfg, s, epoch, tr, ev, seconds, improved, scaler):
     amp = (f"  {tr['skipped']} overflow step(s) skipped, loss scale {float(scaler.scale_value.asnumpy()):g}"
            if scaler is not None else "")
     return (f"epoch {epoch}/{cfg.epochs}  loss {tr['loss']:.4f}  train acc {tr['acc']:.4f}  "
-            f"{s.select} loss {ev['loss']:.4f}  {s.select} acc {ev['top1']:.4f}  "
-            f"{tr['images_per_s']:.1f} img/s  {seconds:.1f}s{amp}" + ("  *best*" if improved else ""))
+            + (f"{s.select} loss {ev['loss']:.4f}  {s.select} acc {ev['top1']:.4f}  " if ev is not None else "")
+            + f"{tr['images_per_s']:.1f} img/s  {seconds:.1f}s{amp}"
+            + ("  *best*" if improved and cfg.keep == "best" else ""))
 
 
 def run(cfg):
@@ -269,20 +301,28 @@ def run(cfg):
         done = finished(cfg, r)
         if done:
             print(f"nothing to do: {s.folder.path} has finished ({done}); best {r.selection_split} "
-                  f"accuracy {best_acc:.4f} at epoch {best_epoch}: {s.folder.best}")
+                  f"accuracy {_acc(best_acc)} at epoch {best_epoch}: {s.folder.best}")
             return {"best_acc": best_acc, "best_epoch": best_epoch, "best": s.folder.best, "finished": done}
+    per_rank = cfg.batch_size // s.world
+    loader_args = dict(batch_size=per_rank, image_size=cfg.image_size, mean=mean, std=std,
+                       seed=cfg.seed, workers=cfg.num_workers, shard=(s.rank, s.world))
+    if cfg.whiten != "none":  # the same images on every rank: the same stem
+        if resumed is None:
+            whiten_stem(net, training_images(s, loader_args))
+            log.info("--whiten %s: conv1 set from the patches of %d training images", cfg.whiten,
+                     WHITENING_IMAGES)
+        net.conv1.weight.requires_grad = cfg.whiten != "frozen"
     st = compile_steps(cfg, net, s)
+    if resumed is not None and st.ema is not None:
+        st.ema.load_state(resumed.tensors, s.folder.last)
     if resumed is not None:
         load_optimizer_state(st.optimizer, resumed.tensors, s.folder.last)
-        log.info("resuming %s at epoch %d (best %.4f at epoch %d)", s.folder.last, start, best_acc, best_epoch)
+        log.info("resuming %s at epoch %d (best %s at epoch %d)", s.folder.last, start, _acc(best_acc), best_epoch)
     main = s.rank == 0  # only rank 0 writes files
     if main:
         s.folder.prepare()
         s.folder.write_config(resolved_config(cfg, s, st.amp_level))
     rows = s.folder.read_metrics(start - 1)
-    per_rank = cfg.batch_size // s.world
-    loader_args = dict(batch_size=per_rank, image_size=cfg.image_size, mean=mean, std=std,
-                       seed=cfg.seed, workers=cfg.num_workers, shard=(s.rank, s.world))
     log.info("%s: %d classes, %d training images, %d steps/epoch of %d images (%d ranks x %d), "
              "lr %g for the global batch (no scaling), selection on %s", cfg.model, s.record.num_classes,
              len(s.source.indices("train")), s.steps, cfg.batch_size, s.world, per_rank, cfg.lr, s.select)
@@ -291,19 +331,20 @@ def run(cfg):
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         tr, ev = run_epoch(cfg, s, epoch, epoch == start, st, loader_args)
-        improved = ev["top1"] > best_acc
+        accuracy = ev["top1"] if ev is not None else None
+        improved = cfg.keep == "last" or accuracy > best_acc  # last: every epoch replaces best.ckpt
         if improved:
-            best_acc, best_epoch = ev["top1"], epoch
+            best_acc, best_epoch = accuracy, epoch
         if cfg.patience and epoch - best_epoch >= cfg.patience and epoch < cfg.epochs:
             stop = (f"stopped early after epoch {epoch}: no better {s.select} accuracy for "
                     f"{cfg.patience} epoch(s) (--patience {cfg.patience})")
         rows.append(_metrics_row(epoch, st.lrs[min(epoch * s.steps, len(st.lrs)) - 1], tr, ev,
                                  time.perf_counter() - t0))
-        s.record = s.record.replace(epoch=epoch, best_acc=best_acc, best_epoch=best_epoch, val_acc=ev["top1"],
+        s.record = s.record.replace(epoch=epoch, best_acc=best_acc, best_epoch=best_epoch, val_acc=accuracy,
                                     stop_reason=stop)
         if main:
-            s.folder.save_epoch(st.net, s.record, st.optimizer, rows, improved)
-            if improved:  # the best epoch's confusion matrix, kept beside best.ckpt
+            s.folder.save_epoch(st.net, s.record, st.optimizer, rows, improved, st.ema)
+            if improved and ev is not None:  # the kept epoch's confusion matrix, beside best.ckpt
                 plot_confusion(ev["confusion"], s.source.class_names, s.folder.confusion)
         print(epoch_line(cfg, s, epoch, tr, ev, time.perf_counter() - t0, improved, st.scaler), flush=True)
         if stop:
@@ -311,7 +352,8 @@ def run(cfg):
             break
 
     curves = plot_curves(rows, s.folder.curves) if rows and main else None
-    print(f"best {s.select} accuracy {best_acc:.4f} at epoch {best_epoch}: {s.folder.best}")
+    kept = "kept (last)" if cfg.keep == "last" else "best"
+    print(f"{kept} epoch {best_epoch}: {s.select} accuracy {_acc(best_acc)}: {s.folder.best}")
     return {"best_acc": best_acc, "best_epoch": best_epoch, "best": s.folder.best, "last": s.folder.last,
             "metrics": s.folder.metrics, "curves": curves, "net": st.net, "rank": s.rank, "world": s.world,
             "stopped": stop}

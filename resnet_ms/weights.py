@@ -144,7 +144,8 @@ def guess_record(tensors, arch, fmt, source):
         raise UserError(f"{source}: no fc.bias tensor; not a ResNet classifier checkpoint")
     n = int(tensors["fc.bias"].shape[0])
     conv1 = tensors.get("conv1.weight")
-    stem = "cifar" if conv1 is not None and tuple(conv1.shape)[-1] == 3 else "imagenet"
+    kernel = tuple(conv1.shape)[-1] if conv1 is not None else 7
+    stem = {3: "cifar", 2: "small"}.get(kernel, "imagenet")
     indices = tuple(str(i) for i in range(n))
     if fmt == "resnet_ms":
         return CheckpointRecord(arch, n, CIFAR10_CLASSES if n == 10 else indices, 32, CIFAR10_MEAN,
@@ -210,7 +211,7 @@ def build_model(name, num_classes=1000, pretrained=None, **kwargs):
 
     The network gets the weights' padding convention; passing another one is an error.
     """
-    if name not in models.ARCHS:
+    if name not in models.MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(models.MODEL_NAMES)}")
     return load_network(pretrained, name, num_classes, new_head=True, **kwargs)[0]
 
@@ -253,4 +254,4 @@ def _builder(name):
     return build
 
 
-resnet18, resnet34, resnet50, resnet101, resnet152 = map(_builder, models.MODEL_NAMES)
+resnet18, resnet34, resnet50, resnet101, resnet152, resnet9, resnet_hour = map(_builder, models.MODEL_NAMES)

@@ -12,7 +12,9 @@ from resnet_ms.models import MODEL_NAMES, Bottleneck, ResidualBlock, ResidualBlo
 from resnet_ms.weights import load_model
 
 PARAM_COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-                "resnet101": 44_549_160, "resnet152": 60_192_808}
+                "resnet101": 44_549_160, "resnet152": 60_192_808,
+                # by hand: stem 2x2 conv 3->24 + BN, per stage conv + BN (+ 2 conv + 2 BN per block), fc
+                "resnet9": 7_033_400, "resnet_hour": 2_190_776}
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -110,7 +112,7 @@ def test_nopool_stem_halves_less_and_takes_the_imagenet_weights(pynative, tmp_pa
     assert not np.allclose(imagenet(x).asnumpy(), nopool(x).asnumpy(), rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet_hour"])
 def test_every_trainable_parameter_receives_a_gradient(name, pynative):
     net = build_model(name, 10)
     net.set_train(True)
@@ -128,3 +130,19 @@ def test_zero_init_residual_starts_blocks_as_identity():
     gammas = {p.name: p.asnumpy() for p in net.get_parameters() if p.name.endswith("norm3.gamma")}
     assert len(gammas) == 16 and all(not g.any() for g in gammas.values())
     assert build_model("resnet50", 10).layer1[0].norm3.gamma.asnumpy().min() == 1.0
+
+
+def test_small_image_resnet_keeps_resolution_and_is_built_from_the_basic_block(pynative):
+    net = build_model("resnet_hour", 10)
+    net.set_train(False)
+    assert tuple(net.conv1.weight.shape) == (24, 3, 2, 2) and net.stem == "small"
+    feats = net.forward_features(ms.Tensor(np.zeros((2, 3, 32, 32), np.float32)))
+    assert [tuple(f.shape) for f in feats] == [(2, 64, 15, 15), (2, 128, 7, 7), (2, 256, 3, 3)]
+    blocks = [c for _, c in net.cells_and_names() if isinstance(c, ResidualBlockBase)]
+    assert len(blocks) == 3 and all(b.down_sample is None for b in blocks)
+    assert len([c for _, c in build_model("resnet9", 10).cells_and_names() if isinstance(c, ResidualBlockBase)]) == 2
+    for stem in ("imagenet", "cifar"):
+        with pytest.raises(ValueError, match="own stem"):
+            build_model("resnet_hour", 10, stem=stem)
+    with pytest.raises(ValueError, match="stem"):
+        build_model("resnet18", 10, stem="small")

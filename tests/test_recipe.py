@@ -1,0 +1,197 @@
+"""The fast-training techniques (issue 14), each checked for what it computes, and a
+run that uses them all: schedule, Nesterov, weight average, patch whitening, test-time
+augmentation, keeping the last epoch, and an exact --resume with a weight average."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+from mindspore import nn
+
+from conftest import REPO, run_script
+from resnet_ms.checkpoint import read_checkpoint
+from resnet_ms.ema import WeightAverage, ema_decay
+from resnet_ms.engine import build_optimizer, linear_lr, make_train_step
+from resnet_ms.tta import VIEWS, tta_logits, view
+from resnet_ms.whitening import patch_whitening
+
+
+def test_linear_schedule_rises_then_falls_in_straight_lines():
+    assert linear_lr(1.0, 0.0, 6, 2) == pytest.approx([0.5, 1.0, 1.0, 2 / 3, 1 / 3, 0.0])
+    assert linear_lr(0.4, 0.1, 4) == pytest.approx([0.4, 0.3, 0.2, 0.1])
+
+
+def _dense(seed=0):
+    net = nn.Dense(3, 2, weight_init=ms.Tensor(np.random.default_rng(seed).standard_normal((2, 3)), ms.float32))
+    return net
+
+
+def _data(seed):
+    rng = np.random.default_rng(seed)
+    return (ms.Tensor(rng.standard_normal((4, 3)), ms.float32), ms.Tensor(rng.integers(0, 2, 4), ms.int32))
+
+
+def test_nesterov_momentum_takes_the_look_ahead_step():
+    # MindSpore's nn.Momentum(use_nesterov=True) takes plain momentum steps on CPU: 1, then m*1
+    w = ms.Parameter(ms.Tensor(np.zeros(1, np.float32)), name="w")
+    plain = nn.Momentum([w], 1.0, 0.5, use_nesterov=True)
+
+    @ms.jit
+    def step(g):
+        return plain((g,))
+
+    step(ms.Tensor(np.ones(1, np.float32)))
+    assert w.asnumpy()[0] == -1.0  # Nesterov's first step would be -(1 + 0.5)
+    net = _dense()
+    lr, m = 0.1, 0.9
+    step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, [lr] * 3, m, 0.0, nesterov=True))
+    loss_grad = ms.grad(lambda x, y: nn.CrossEntropyLoss()(net(x), y), None, net.trainable_params())
+    w, v = net.weight.asnumpy().astype(np.float64), 0.0
+    for s in range(3):
+        x, y = _data(s)
+        g = loss_grad(x, y)[0].asnumpy()
+        v = m * v + g  # PyTorch's and MindSpore's form: w -= lr * (g + m * v)
+        w = w - lr * (g + m * v)
+        step(x, y)
+        np.testing.assert_allclose(net.weight.asnumpy(), w, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_average_follows_its_formula_and_swaps_in_and_out():
+    net = _dense()
+    ema = WeightAverage(net, decay=0.5)
+    step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, [0.5] * 4, 0.9, 0.0), ema=ema)
+    expected = net.weight.asnumpy().astype(np.float64)
+    for t in range(4):
+        step(*_data(t))
+        d = ema_decay(0.5, t)
+        expected = d * expected + (1 - d) * net.weight.asnumpy()
+    assert [ema_decay(0.5, t) for t in (0, 1, 2, 3, 100)] == pytest.approx([0.1, 2 / 11, 0.25, 4 / 13, 0.5])
+    trained = net.weight.asnumpy().copy()
+    with ema.applied():
+        np.testing.assert_allclose(net.weight.asnumpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(net.weight.asnumpy(), trained)
+    assert not np.allclose(expected, trained, atol=1e-3)
+
+
+def test_patch_whitening_decorrelates_the_stem_outputs(pynative):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((64, 1, 16, 16))
+    images = np.concatenate([base, 0.5 * base + 0.1 * rng.standard_normal(base.shape),
+                             rng.standard_normal(base.shape)], 1).astype(np.float32)  # correlated channels
+    weight = patch_whitening(images, 2, 24, eps=1e-9)
+    assert weight.shape == (24, 3, 2, 2)
+    np.testing.assert_array_equal(weight[12:], -weight[:12])
+    conv = nn.Conv2d(3, 24, 2, pad_mode="valid", has_bias=False, weight_init=ms.Tensor(weight))
+    out = conv(ms.Tensor(images)).asnumpy()[:, :12].transpose(0, 2, 3, 1).reshape(-1, 12).astype(np.float64)
+    cov = np.cov(out, rowvar=False)
+    np.testing.assert_allclose(cov, np.eye(12), atol=1e-3)
+    # The default eps shrinks only weak directions (variance below 1, never above), rotations unchanged.
+    softened = patch_whitening(images, 2, 24)
+    assert np.all(np.linalg.norm(softened.reshape(24, -1), axis=1) <= np.linalg.norm(weight.reshape(24, -1), axis=1))
+    with pytest.raises(ValueError, match="at most 24"):
+        patch_whitening(images, 2, 25)
+
+
+def test_views_flip_and_shift_with_reflected_borders():
+    x = np.arange(2 * 1 * 3 * 4, dtype=np.float32).reshape(2, 1, 3, 4)
+    np.testing.assert_array_equal(view(x, True, (0, 0)), x[..., ::-1])
+    shifted = view(x, False, (1, 1))  # content moves down and right; the border is reflected
+    np.testing.assert_array_equal(shifted[:, :, 1:, 1:], x[:, :, :-1, :-1])
+    np.testing.assert_array_equal(shifted[:, :, 0, 1:], x[:, :, 1, :-1])
+    np.testing.assert_array_equal(view(x, False, (-1, -1))[:, :, :-1, :-1], x[:, :, 1:, 1:])
+    assert all(sum(w for w, _, _ in v) == pytest.approx(1.0) for v in VIEWS.values())
+
+
+def test_tta_logits_are_the_weighted_average_over_views():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    probe = rng.standard_normal((3 * 8 * 8, 4)).astype(np.float32)
+
+    def eval_step(images):  # a linear "network" that sees position: views give different logits
+        return ms.Tensor(images.asnumpy().reshape(len(x), -1) @ probe)
+
+    plain = tta_logits(eval_step, ms.Tensor(x), "none")
+    np.testing.assert_allclose(plain, x.reshape(3, -1) @ probe, rtol=1e-5)
+    want = sum(w * (view(x, f, s).reshape(3, -1) @ probe) for w, f, s in VIEWS["flip_translate"])
+    got = tta_logits(eval_step, ms.Tensor(x), "flip_translate")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(got, plain, atol=1e-2)
+
+
+# ---------------------------------------------------------------- a run with all of them
+
+RECIPE = ["--model", "resnet_hour", "--pretrained", "none", "--batch_size", 32, "--epochs", 3, "--lr", 0.05,
+          "--schedule", "linear", "--warmup_epochs", 1, "--nesterov", "--ema_decay", 0.9, "--whiten", "frozen",
+          "--keep", "last", "--val_split", 0, "--tta", "flip", "--limit_train_batches", 4,
+          "--limit_val_batches", 2, "--num_workers", 1]
+
+
+@pytest.fixture(scope="module")
+def recipe_run(synthetic_cifar, tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe") / "run"
+    proc = run_script("train.py", "--data_dir", synthetic_cifar, "--output_dir", out, *RECIPE)
+    return out, proc
+
+
+def metrics_rows(out):
+    with open(out / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_recipe_keeps_the_last_epochs_average_and_the_whitened_stem(recipe_run, synthetic_cifar):
+    out, proc = recipe_run
+    rows = metrics_rows(out)
+    assert [r["val_acc"] != "" for r in rows] == [False, False, True]  # test only reports, once, at the end
+    tensors, record = read_checkpoint(str(out / "last.ckpt"))
+    best, best_record = read_checkpoint(str(out / "best.ckpt"))
+    assert record.best_epoch == best_record.epoch == 3 and record.config["keep"] == "last"
+    for name in ("fc.weight", "layer3.0.0.weight", "layer1.1.0.norm2.moving_mean"):
+        np.testing.assert_array_equal(best[name].asnumpy(), tensors["ema/" + name].asnumpy())
+        assert not np.array_equal(best[name].asnumpy(), tensors[name].asnumpy())
+    assert float(tensors["ema/updates"].asnumpy()) == 12  # 3 epochs of 4 steps
+    # Frozen whitening: conv1 is exactly the whitening of the first 5,000 training images.
+    from resnet_ms.data import CIFAR10_MEAN, CIFAR10_STD, make_loader, open_source
+    source = open_source("cifar10", synthetic_cifar, 0)
+    loader = make_loader(source, "train", 500, 32, CIFAR10_MEAN, CIFAR10_STD, limit_batches=10, workers=1)
+    images = np.concatenate([x for x, _ in loader.create_tuple_iterator(num_epochs=1, output_numpy=True)])
+    np.testing.assert_allclose(tensors["conv1.weight"].asnumpy(), patch_whitening(images, 2, 24), rtol=1e-5)
+    assert "*best*" not in proc.stdout and "kept (last) epoch 3" in proc.stdout
+
+
+def test_eval_applies_the_recipes_tta_unless_told_not_to(recipe_run, synthetic_cifar, tmp_path):
+    out, _ = recipe_run
+    numbers = {}
+    for tta in ("auto", "none", "flip_translate"):
+        run_script("eval.py", "--ckpt", out / "best.ckpt", "--data_dir", synthetic_cifar, "--tta", tta,
+                   "--output_dir", tmp_path / tta, "--num_workers", 1)
+        numbers[tta] = json.loads((tmp_path / tta / "eval_test_metrics.json").read_text())
+    assert numbers["auto"]["tta"] == "flip" and numbers["auto"]["views"] == ["0.5 x as is", "0.5 x flipped"]
+    assert numbers["none"]["tta"] == "none" and len(numbers["flip_translate"]["views"]) == 6
+    assert all(n["images"] == 10000 and 0 <= n["top1"] <= 1 for n in numbers.values())
+    assert numbers["auto"]["loss"] != numbers["none"]["loss"]  # different logits, not a relabelled copy
+
+
+def test_a_killed_run_with_a_weight_average_resumes_exactly(recipe_run, synthetic_cifar, tmp_path):
+    reference, _ = recipe_run
+    out = tmp_path / "killed"
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--data_dir", synthetic_cifar, "--output_dir", out,
+           *map(str, RECIPE)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert read_checkpoint(str(out / "last.ckpt"))[1].epoch < 3, "the run finished before it could be killed"
+    run_script("train.py", "--resume", out)
+    mine, ref = read_checkpoint(str(out / "last.ckpt"))[0], read_checkpoint(str(reference / "last.ckpt"))[0]
+    assert sorted(mine) == sorted(ref)
+    for name in mine:
+        np.testing.assert_allclose(mine[name].asnumpy(), ref[name].asnumpy(), rtol=1e-5, atol=1e-6, err_msg=name)
