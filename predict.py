@@ -12,6 +12,7 @@ import sys
 
 from resnet_ms import cli
 from resnet_ms.errors import UserError
+from resnet_ms.tta import TTA, resolve_tta
 
 
 def main(argv=None):
@@ -21,6 +22,8 @@ def main(argv=None):
     p.add_argument("--format", choices=["csv", "json"], help="default: from --output's suffix")
     p.add_argument("--topk", type=int, default=5, help="classes per image, most probable first")
     p.add_argument("--batch_size", type=int, default=32, help="images per step (the last one is padded)")
+    p.add_argument("--tta", choices=("auto",) + TTA, default="auto",
+                   help="test-time augmentation; auto: the checkpoint's recipe's, as eval.py")
     a = p.parse_args(argv)
     fmt = a.format or ("json" if a.output.lower().endswith(".json") else "csv")
     cli.writable_file(a.output, "--output", "." + fmt)
@@ -36,7 +39,8 @@ def main(argv=None):
     init_context()  # graph mode: every batch is padded to --batch_size, so it compiles once
     net, record = load_model(a.ckpt, a.model, a.num_classes)
     topk = min(a.topk, record.num_classes)
-    rows = list(predict_files(net, record, files, a.batch_size, topk, progress=cli.progress(len(files), "predict")))
+    rows = list(predict_files(net, record, files, a.batch_size, topk, progress=cli.progress(len(files), "predict"),
+                              tta=resolve_tta(a.tta, record)))
     write_predictions(rows, a.output, fmt, topk)
     bad = [r for r in rows if r[2]]
     print(f"{len(rows) - len(bad)} image(s) predicted -> {a.output}"

@@ -10,6 +10,7 @@ import sys
 
 from resnet_ms import cli
 from resnet_ms.errors import UserError
+from resnet_ms.tta import TTA, resolve_tta
 
 
 def main(argv=None):
@@ -18,6 +19,8 @@ def main(argv=None):
     p.add_argument("--num_images", type=int, default=12)
     p.add_argument("--images", nargs="+", help="image files instead of --data_dir")
     p.add_argument("--seed", type=int, default=0, help="which images are drawn")
+    p.add_argument("--tta", choices=("auto",) + TTA, default="auto",
+                   help="test-time augmentation; auto: the checkpoint's recipe's, as eval.py")
     a = p.parse_args(argv)
     if not (a.images or a.data_dir):
         raise UserError("pass --data_dir (with --num_images) or --images FILE ...")
@@ -36,7 +39,7 @@ def main(argv=None):
         names = [os.path.basename(p) for p in a.images]
     else:
         images, labels, kind = sample_images(record, a.data_dir, a.split, a.num_images, a.dataset, a.seed)
-    predicted, confidence = predict(net, preprocess(images, record, kind))
+    predicted, confidence = predict(net, preprocess(images, record, kind), resolve_tta(a.tta, record))
     plot_predictions(images, predicted, confidence, record.class_names, a.output, labels, names=names)
     if labels is not None:
         print(f"{int((predicted == labels).sum())}/{len(labels)} right")

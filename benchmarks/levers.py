@@ -47,14 +47,14 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=6)
     # the price of larger maps at 32 px: layer1 sees 8x8 (imagenet), 16x16 (nopool), 32x32 (cifar)
-    p.add_argument("--stem", choices=STEMS, default="imagenet")
+    p.add_argument("--stem", choices=STEMS, default=None, help="default: the model's own")
     a = p.parse_args()
     setting = dict(SETTINGS[a.setting])
     os.environ.update(setting.pop("env", {}))
     setting.pop("call", lambda: None)()
     ms.set_context(mode=ms.GRAPH_MODE, **setting)
     ms.set_seed(0)
-    net = build_model(a.model, 10, stem=a.stem)
+    net = build_model(a.model, 10, **({"stem": a.stem} if a.stem else {}))
     step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, cosine_lr(0.01, 0.001, 100)))
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.standard_normal((a.batch, 3, 32, 32)).astype(np.float32))
@@ -62,7 +62,7 @@ def main():
     net.set_train(True)
     losses = [float(step(x, y)[0].asnumpy()) for _ in range(3)]  # also the warm-up (compilation)
     seconds = median_seconds(lambda: step(x, y)[0].asnumpy(), a.steps, 0)
-    print(f"{a.setting}: {a.model} {a.stem} stem b{a.batch} {a.batch / seconds:.1f} images/s  first losses {losses}")
+    print(f"{a.setting}: {a.model} {net.stem} stem b{a.batch} {a.batch / seconds:.1f} images/s  first losses {losses}")
 
 
 if __name__ == "__main__":

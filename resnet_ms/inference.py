@@ -10,6 +10,7 @@ from .data import CIFAR10_URL, image_transforms, open_source
 from .errors import UserError, first_line
 from .files import write_text
 from .images import decode, is_image_name
+from .tta import tta_logits
 
 
 def source_for(record, dataset, data_dir, data_url=CIFAR10_URL, bad_images="stop"):
@@ -45,10 +46,9 @@ def softmax(logits):
     return z / z.sum(1, keepdims=True)
 
 
-def predict(net, batch):
-    """(predicted class, confidence) for a preprocessed batch."""
-    import mindspore as ms
-    probs = softmax(net(ms.Tensor(batch)).asnumpy().astype(np.float64))
+def predict(net, batch, tta="none"):
+    """(predicted class, confidence) for a preprocessed batch, over the views of `tta`."""
+    probs = softmax(tta_logits(net, batch, tta))
     return probs.argmax(1), probs.max(1)
 
 
@@ -97,8 +97,9 @@ def find_images(sources):
     return files, others
 
 
-def predict_files(net, record, files, batch_size=32, topk=5, progress=None):
-    """Yields (path, [(class, probability)] * topk, error) for each file, in order.
+def predict_files(net, record, files, batch_size=32, topk=5, progress=None, tta="none"):
+    """Yields (path, [(class, probability)] * topk, error) for each file, in order,
+    with probabilities from the logits averaged over the views of `tta`.
 
     Unreadable files give their reason in `error` and no classes; they never stop the rest.
     """
@@ -112,11 +113,10 @@ def predict_files(net, record, files, batch_size=32, topk=5, progress=None):
                 errors[path] = first_line(e)
         probs = {}
         if images:
-            import mindspore as ms
             batch = preprocess([img for _, img in images], record)
             full = np.zeros((batch_size,) + batch.shape[1:], np.float32)  # one shape: one compiled graph
             full[:len(batch)] = batch
-            p = softmax(net(ms.Tensor(full)).asnumpy()[:len(batch)].astype(np.float64))
+            p = softmax(tta_logits(net, full, tta)[:len(batch)])
             probs = {path: row for (path, _), row in zip(images, p)}
         for path in chunk:
             if path in errors:

@@ -31,8 +31,8 @@ def apply_cpu_fast_path():
     """
     if "mindspore" in sys.modules and "ONEDNN_MAX_CPU_ISA" not in os.environ:
         return "cpu fast path: not applied (mindspore was imported before resnet_ms)"
-    if "ONEDNN_MAX_CPU_ISA" not in os.environ and cpu_kernels.active():
-        return "oneDNN ISA: uncapped (resnet_ms's kernels use the blocked AVX-512 paths)"
+    if "ONEDNN_MAX_CPU_ISA" not in os.environ and cpu_kernels.forced():
+        return "oneDNN ISA: uncapped (every network runs on resnet_ms's kernels, with their AVX-512 paths)"
     if "ONEDNN_MAX_CPU_ISA" in os.environ:
         return f"cpu fast path: ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']} (set by you)"
     if "avx512f" in cpu_info()["flags"]:
@@ -54,6 +54,12 @@ def native_layers():
         yield
     finally:
         _native_layers.pop()
+
+
+def verified_layers(verified):
+    """Build inside this block: a network that is not `verified` on resnet_ms's kernels (a whole
+    training step matching MindSpore's) gets MindSpore's ops unless RESNET_MS_KERNELS=onednn."""
+    return contextlib.nullcontext() if verified or cpu_kernels.forced() else native_layers()
 
 
 def onednn_layers():

@@ -223,6 +223,26 @@ def compile_steps(cfg, net, s):
                  make_eval_step(net), level, scaler, ema)
 
 
+def start_training(cfg, s, net, resumed, loader_args):
+    """The whitened stem (fresh runs), the compiled steps, and a resumed run's optimizer
+    and weight-average state; returns the Steps."""
+    if cfg.whiten != "none":  # the same images on every rank: the same stem
+        if resumed is None:
+            whiten_stem(net, training_images(s, loader_args))
+            log.info("--whiten %s: conv1 set from the patches of %d training images", cfg.whiten,
+                     WHITENING_IMAGES)
+        net.conv1.weight.requires_grad = cfg.whiten != "frozen"
+    st = compile_steps(cfg, net, s)
+    if resumed is not None:
+        if st.ema is not None:
+            st.ema.load_state(resumed.tensors, s.folder.last)
+        load_optimizer_state(st.optimizer, resumed.tensors, s.folder.last)
+        r = resumed.record
+        log.info("resuming %s at epoch %d (best %s at epoch %d)", s.folder.last, r.epoch + 1, _acc(r.best_acc),
+                 r.best_epoch)
+    return st
+
+
 def resolved_config(cfg, s, level):
     return dict(config_lib.to_dict(cfg), resolved={
         "num_classes": s.record.num_classes, "device": s.device, "amp_level": level,
@@ -255,13 +275,14 @@ def run_epoch(cfg, s, epoch, first, st, loader_args):
     tr = train_one_epoch(st.train, net, train_loader, f"epoch {epoch}", skip_first=first,
                          log_interval=cfg.log_interval, lrs=st.lrs, first_step=(epoch - 1) * s.steps, lr_hint=hint,
                          loss_limit=LOSS_LIMIT * math.log(s.record.num_classes))
-    if s.world > 1:
+    if s.world > 1:  # one network for evaluation and checkpoints, numbers over all ranks
+        distributed.average_batch_norm_statistics(net, s.world)
         tr = distributed.reduce_train_stats(tr)
     if cfg.keep == "last" and s.select == "test" and epoch < cfg.epochs:
         return tr, None
     val_loader = make_loader(s.source, s.select, limit_batches=cfg.limit_val_batches, **loader_args)
     with st.averaged():
-        if s.world > 1:  # one network for evaluation and checkpoints, numbers over all ranks
+        if s.world > 1 and st.ema is not None:  # the average's statistics too
             distributed.average_batch_norm_statistics(net, s.world)
         ev = evaluate(st.eval, net, val_loader, s.record.num_classes, desc=s.select)
     if s.world > 1:
@@ -306,26 +327,16 @@ def run(cfg):
     per_rank = cfg.batch_size // s.world
     loader_args = dict(batch_size=per_rank, image_size=cfg.image_size, mean=mean, std=std,
                        seed=cfg.seed, workers=cfg.num_workers, shard=(s.rank, s.world))
-    if cfg.whiten != "none":  # the same images on every rank: the same stem
-        if resumed is None:
-            whiten_stem(net, training_images(s, loader_args))
-            log.info("--whiten %s: conv1 set from the patches of %d training images", cfg.whiten,
-                     WHITENING_IMAGES)
-        net.conv1.weight.requires_grad = cfg.whiten != "frozen"
-    st = compile_steps(cfg, net, s)
-    if resumed is not None and st.ema is not None:
-        st.ema.load_state(resumed.tensors, s.folder.last)
-    if resumed is not None:
-        load_optimizer_state(st.optimizer, resumed.tensors, s.folder.last)
-        log.info("resuming %s at epoch %d (best %s at epoch %d)", s.folder.last, start, _acc(best_acc), best_epoch)
+    st = start_training(cfg, s, net, resumed, loader_args)
     main = s.rank == 0  # only rank 0 writes files
     if main:
         s.folder.prepare()
         s.folder.write_config(resolved_config(cfg, s, st.amp_level))
     rows = s.folder.read_metrics(start - 1)
     log.info("%s: %d classes, %d training images, %d steps/epoch of %d images (%d ranks x %d), "
-             "lr %g for the global batch (no scaling), selection on %s", cfg.model, s.record.num_classes,
-             len(s.source.indices("train")), s.steps, cfg.batch_size, s.world, per_rank, cfg.lr, s.select)
+             "lr %g for the global batch (no scaling), %s", cfg.model, s.record.num_classes,
+             len(s.source.indices("train")), s.steps, cfg.batch_size, s.world, per_rank, cfg.lr,
+             "keeping the last epoch" if cfg.keep == "last" else f"selection on {s.select}")
 
     stop = None
     for epoch in range(start, cfg.epochs + 1):

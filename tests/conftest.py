@@ -127,6 +127,24 @@ def run_script(script, *args, timeout=600, check=True, cwd=REPO):
     return proc
 
 
+def kill_after_first_epoch(out, *args):
+    """Start train.py --output_dir out *args, SIGKILL it once last.ckpt exists; returns that
+    checkpoint's epoch (asserting it was not the last one)."""
+    import signal
+    import time
+    from resnet_ms.checkpoint import read_checkpoint
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--output_dir", str(out), *map(str, args)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not os.path.exists(os.path.join(out, "last.ckpt")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    record = read_checkpoint(os.path.join(out, "last.ckpt"))[1]
+    assert record.epoch < record.config["epochs"], "the run finished before it could be killed"
+    return record.epoch
+
+
 @pytest.fixture
 def pynative():
     ms.set_context(mode=ms.PYNATIVE_MODE)

@@ -2,11 +2,18 @@
 resnet_ms's oneDNN kernels and on MindSpore's own, with the same weights; prints JSON
 of the largest relative differences (loss, each gradient, running statistics).
 
-    python tests/kernel_check.py block 16 64 8 1     (conv-BN-ReLU-conv-BN: batch, channels, size, stride)
+    python tests/kernel_check.py block 16 64 8 1 [3 same]
+        (conv-conv-BN-ReLU-conv-BN: batch, channels, size, the middle conv's stride
+        [and kernel and padding: same or pytorch])
+    python tests/kernel_check.py stage 16 64 128 8 2 2 pytorch
+        (a 1x1 conv, then a ResNet stage: batch, in and out channels, size, stride, blocks, padding)
     python tests/kernel_check.py resnet18 16 32 pytorch nopool
     python tests/kernel_check.py mixed resnet18 16 32 pytorch nopool
         (MindSpore's convolutions with our BatchNorm, against our convolutions with
         MindSpore's BatchNorm: each of our ops against MindSpore's inside a whole network)
+    python tests/kernel_check.py perturbed resnet18 16 32 pytorch nopool 1e-6
+        (MindSpore's kernels on both sides, the second input scaled by 1 + 1e-6 * noise:
+        how far a rounding-sized change moves the whole network's own gradients)
 """
 import json
 import sys
@@ -23,17 +30,33 @@ from resnet_ms.runtime import native_layers
 
 
 class Block(nn.Cell):
-    def __init__(self, channels, stride, onednn):
+    def __init__(self, channels, stride, onednn, kernel=3, padding="same"):
         super().__init__()
-        self.conv1 = Conv2d(channels, channels, 3, stride, pad_mode="same", has_bias=False, onednn=onednn)
+        pad = {"pad_mode": "same"} if padding == "same" else {"pad_mode": "pad", "padding": kernel // 2}
+        # conv0 first, so that the gradient also flows through conv1 to its input (dx)
+        self.conv0 = Conv2d(channels, channels, 1, 1, pad_mode="same", has_bias=False, onednn=onednn)
+        self.conv1 = Conv2d(channels, channels, kernel, stride, has_bias=False, onednn=onednn, **pad)
         self.norm1 = BatchNorm2d(channels, onednn=onednn)
         self.conv2 = Conv2d(channels, 2 * channels, 1, 1, pad_mode="same", has_bias=False, onednn=onednn)
         self.norm2 = BatchNorm2d(2 * channels, onednn=onednn)
         self.fc = nn.Dense(2 * channels, 10)
 
     def construct(self, x):
-        y = self.norm2(self.conv2(nn.ReLU()(self.norm1(self.conv1(x)))))
+        y = self.norm2(self.conv2(nn.ReLU()(self.norm1(self.conv1(self.conv0(x))))))
         return self.fc(y.mean(axis=(2, 3)))
+
+
+class Stage(nn.Cell):
+    """A 1x1 conv, then one ResNet stage (models.make_layer), then a classifier."""
+
+    def __init__(self, in_ch, out_ch, stride, blocks, padding):
+        super().__init__()
+        self.conv0 = models.conv(in_ch, in_ch, 1, 1, padding)
+        self.stage = models.make_layer(in_ch, models.ResidualBlockBase, out_ch, blocks, stride, padding=padding)
+        self.fc = nn.Dense(out_ch, 10)
+
+    def construct(self, x):
+        return self.fc(self.stage(self.conv0(x)).mean(axis=(2, 3)))
 
 
 def _use(net, kind):
@@ -51,10 +74,23 @@ def networks(argv):
         fast = models.resnet(argv[1], 10, padding=padding, stem=stem)
         _use(native, BatchNorm2d)
         _use(fast, Conv2d)
+    elif argv[0] == "perturbed":
+        batch, size, padding, stem = int(argv[2]), int(argv[3]), argv[4], argv[5]
+        ms.set_seed(3)
+        with native_layers():
+            native = models.resnet(argv[1], 10, padding=padding, stem=stem)
+            fast = models.resnet(argv[1], 10, padding=padding, stem=stem)
+    elif argv[0] == "stage":
+        batch, in_ch, out_ch, size, stride, blocks = map(int, argv[1:7])
+        ms.set_seed(3)
+        with native_layers():
+            native = Stage(in_ch, out_ch, stride, blocks, argv[7])
+        fast = Stage(in_ch, out_ch, stride, blocks, argv[7])
     elif argv[0] == "block":
         batch, channels, size, stride = map(int, argv[1:5])
+        shape = (int(argv[5]), argv[6]) if len(argv) > 6 else ()  # conv1's kernel and padding
         ms.set_seed(3)
-        native, fast = Block(channels, stride, False), Block(channels, stride, True)
+        native, fast = Block(channels, stride, False, *shape), Block(channels, stride, True, *shape)
     else:
         batch, size, padding, stem = int(argv[1]), int(argv[2]), argv[3], argv[4]
         ms.set_seed(3)
@@ -71,10 +107,13 @@ def networks(argv):
         a.set_data(ms.Tensor(value))
         b.set_data(ms.Tensor(value))
     rng = np.random.default_rng(1)
-    channels = int(argv[2]) if argv[0] == "block" else 3
+    channels = int(argv[2]) if argv[0] in ("block", "stage") else 3
     x = ms.Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
     y = ms.Tensor(rng.integers(0, 10, batch).astype(np.int32))
-    return native, fast, x, y
+    if argv[0] == "perturbed":
+        noise = np.random.default_rng(2).standard_normal(x.shape)
+        return native, fast, x, y, ms.Tensor((x.asnumpy() * (1 + float(argv[6]) * noise)).astype(np.float32))
+    return native, fast, x, y, x
 
 
 def step(net, x, y):
@@ -89,16 +128,31 @@ def step(net, x, y):
     return float(loss.asnumpy()), [g.asnumpy() for g in grads], stats
 
 
+def inference(net, x):
+    """Evaluation-mode logits (BatchNorm on the running statistics the step updated)."""
+    net.set_train(False)
+
+    @ms.jit
+    def forward(a):
+        return net(a)
+
+    return forward(x).asnumpy()
+
+
 def main(argv):
     ms.set_context(mode=ms.GRAPH_MODE)
-    native, fast, x, y = networks(argv)
+    native, fast, x, y, x_fast = networks(argv)
     loss_n, grads_n, stats_n = step(native, x, y)
-    loss_f, grads_f, stats_f = step(fast, x, y)
+    loss_f, grads_f, stats_f = step(fast, x_fast, y)
+    logits_n, logits_f = inference(native, x), inference(fast, x_fast)
     rel = lambda a, b: float(np.abs(a - b).max() / (np.abs(a).max() + 1e-12))  # noqa: E731
     names = [p.name for p in native.trainable_params()]
     grads = {n: rel(a, b) for n, a, b in zip(names, grads_n, grads_f)}
-    print(json.dumps({"kernels": cpu_kernels.describe(), "onednn": bool(fast.conv1.onednn),
+    # whether the comparison ran as meant (perturbed compares MindSpore's kernels with themselves)
+    meant = True if argv[0] == "perturbed" else (fast.conv0 if argv[0] == "stage" else fast.conv1).onednn
+    print(json.dumps({"kernels": cpu_kernels.describe(), "onednn": bool(meant),
                       "loss": abs(loss_f - loss_n) / abs(loss_n), "grads": grads,
+                      "eval": rel(logits_n, logits_f),
                       "stats": max(rel(stats_n[k], stats_f[k]) for k in stats_n)}))
 
 

@@ -37,6 +37,13 @@ CASES = [
     ("train.py", ["--data_dir", "{data}", "--resume", "{tmp}/file.txt"], "give a run folder or its last.ckpt"),
     ("train.py", ["--data_dir", "{data}", "--resume", "{ckpt}"], "give a run folder or its last.ckpt"),
     ("train.py", ["--data_dir", "{data}", "--resume", "{tmp}/no_run"], "--resume: no"),
+    # the fast-training fields (issue 14)
+    ("train.py", ["--data_dir", "{data}", "--whiten", "frozen"], "--whiten frozen: only small-image models"),
+    ("train.py", ["--data_dir", "{data}", "--ema_decay", 1.5], "--ema_decay 1.5: 0 (off) or in (0, 1)"),
+    ("train.py", ["--data_dir", "{data}", "--keep", "last", "--patience", 2], "with --keep last nothing is compared"),
+    ("train.py", ["--data_dir", "{data}", "--stem", "small"], "--stem small: resnet18 takes --stem imagenet, nopool"),
+    ("train.py", ["--data_dir", "{data}", "--schedule", "step"], "--schedule step: choose one of cosine, linear"),
+    ("train.py", ["--data_dir", "{data}", "--tta", "mirror"], "--tta mirror: choose one of none, flip"),
     # eval.py
     ("eval.py", ["--ckpt", "{ckpt}", "--data_dir", "{data}", "--limit_batches", -1], "--limit_batches -1: must be 0 or more"),
     ("eval.py", ["--ckpt", "{tmp}", "--data_dir", "{data}"], "a folder; pass a checkpoint file in it"),
@@ -46,6 +53,7 @@ CASES = [
     ("eval.py", ["--ckpt", "{ckpt}", "--data_dir", "{data}", "--output_dir", "/proc/x"], "not a writable folder"),
     ("eval.py", ["--ckpt", "{ckpt}", "--data_dir", "{folder}"], "pass --dataset imagefolder"),
     ("eval.py", ["--ckpt", "{ckpt}", "--data_dir", "{data}", "--model", "resnet20"], "argument --model: invalid choice"),
+    ("eval.py", ["--ckpt", "{ckpt}", "--data_dir", "{data}", "--tta", "mirror"], "argument --tta: invalid choice"),
     # visualize.py
     ("visualize.py", ["--ckpt", "{ckpt}", "--data_dir", "{data}", "--output", "{tmp}/p.jpg"], "must be a .png file"),
     ("visualize.py", ["--ckpt", "{ckpt}", "--data_dir", "{data}", "--output", "{tmp}/no/p.png"], "does not exist"),

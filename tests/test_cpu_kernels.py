@@ -1,4 +1,4 @@
-"""resnet_ms's opt-in oneDNN CPU kernels (cpu_kernels.py, csrc/onednn_ops.cc) against
+"""resnet_ms's oneDNN CPU kernels (cpu_kernels.py, csrc/onednn_ops.cc) against
 MindSpore's own, in subprocesses with RESNET_MS_KERNELS=onednn (the kernels load
 before MindSpore does): one training step, the same weights, every gradient and the
 running statistics compared."""
@@ -25,8 +25,16 @@ def check(*args):
     return out
 
 
-def test_off_by_default():
-    assert not cpu_kernels.active() and "the default" in cpu_kernels.describe()
+def test_by_default_only_verified_networks_use_them():
+    import mindspore as ms
+    from resnet_ms import build_model
+    if not cpu_kernels.active():
+        pytest.skip(cpu_kernels.describe())
+    assert cpu_kernels.choice() == "auto" and "small-image ResNets" in cpu_kernels.describe()
+    ms.set_context(mode=ms.GRAPH_MODE)
+    assert build_model("resnet_hour", 10).conv1.onednn and build_model("resnet9", 10).layer3[0].onednn
+    assert not build_model("resnet18", 10).conv1.onednn
+    assert not build_model("resnet50", 10).layer1[0].conv1.onednn
 
 
 # conv 3x3 (stride 1 and 2 'same', the latter with its appended zeros), BatchNorm,
@@ -39,9 +47,31 @@ def test_one_block_matches_mindspores_kernels(batch, channels, size, stride):
     assert max(out["grads"].values()) < 1e-4, out["grads"]
 
 
-@pytest.mark.xfail(strict=True, reason="known, open: a whole ResNet's layer2 gradients differ by 1-5% from "
-                                        "MindSpore's (possibly ReLU masks flipped by rounding; see cpu_kernels.py); "
-                                        "the kernels stay opt-in until this is explained")
+# A 1x1 conv in front of a ResNet stage, so that the stage's strided convolution and its
+# projection shortcut also compute the gradient of their input.
+@pytest.mark.parametrize("args", [(16, 64, 128, 16, 2, 2, "pytorch"), (16, 128, 128, 8, 1, 2, "pytorch"),
+                                  (16, 64, 128, 8, 2, 1, "same")])
+def test_a_resnet_stage_matches_mindspores_kernels(args):
+    out = check("stage", *args)
+    assert out["loss"] < 1e-5 and max(out["grads"].values()) < 1e-4, out["grads"]
+
+
+def test_a_whole_small_image_resnet_step_matches_mindspores_kernels():
+    out = check("resnet_hour", 16, 32, "same", "small")
+    assert out["loss"] < 1e-5 and out["stats"] < 1e-4 and out["eval"] < 1e-4
+    assert max(out["grads"].values()) < 1e-4, sorted(out["grads"].items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_rounding_sized_input_changes_move_a_resnets_gradients_by_rounding_sized_amounts():
+    """Why the ResNet-18 mismatch below is a fault and not chaos: MindSpore's own network,
+    fed inputs changed by 1e-6 relative, moves no gradient by more than about 1e-5."""
+    out = check("perturbed", "resnet18", 16, 32, "pytorch", "nopool", 1e-6)
+    assert max(out["grads"].values()) < 1e-4
+
+
+@pytest.mark.xfail(strict=True, reason="known, open: inside a whole ResNet-18 the gradients from layer2.1's "
+                                        "norm1 down differ by 0.3-4% from MindSpore's, though the same shapes "
+                                        "match alone and in a stage; ImageNet ResNets stay on MindSpore's kernels")
 def test_a_whole_resnet18_step_matches_mindspores_kernels():
     out = check("resnet18", 16, 32, "pytorch", "nopool")
     assert out["loss"] < 1e-5 and out["stats"] < 1e-4

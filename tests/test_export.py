@@ -46,19 +46,19 @@ def onnx_logits(path, x):
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
-def checkpoint(folder, padding, num_classes=5, image_size=64, seed=0):
-    """A resnet18 checkpoint as train.py writes one, with random weights under `padding`."""
+def checkpoint(folder, padding, num_classes=5, image_size=64, seed=0, model="resnet18"):
+    """A checkpoint as train.py writes one, with random weights under `padding`."""
     ms.set_seed(seed)
-    net = build_model("resnet18", num_classes, padding=padding)
+    net = build_model(model, num_classes, padding=padding)
     rng = np.random.default_rng(seed)
     for p in net.get_parameters():  # non-trivial BN statistics, as trained weights have
         if p.name.endswith(("moving_variance", "gamma")):
             p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
         elif p.name.endswith(("moving_mean", "beta")):
             p.set_data(ms.Tensor(rng.normal(0, 0.2, p.shape).astype(np.float32)))
-    path = os.path.join(folder, f"r18_{padding}.ckpt")
-    save_checkpoint(path, net, CheckpointRecord("resnet18", num_classes, tuple(f"c{i}" for i in range(num_classes)),
-                                                image_size, (0.5,) * 3, (0.25,) * 3, padding=padding))
+    path = os.path.join(folder, f"r18_{padding}.ckpt" if model == "resnet18" else f"{model}.ckpt")
+    save_checkpoint(path, net, CheckpointRecord(model, num_classes, tuple(f"c{i}" for i in range(num_classes)),
+                                                image_size, (0.5,) * 3, (0.25,) * 3, stem=net.stem, padding=padding))
     return path
 
 
@@ -117,3 +117,11 @@ def test_export_errors_are_one_line(tmp_path):
     proc = run_script("export.py", "--ckpt", tmp_path / "missing.ckpt", check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'missing.ckpt'}: no such checkpoint file")
+
+
+def test_the_small_image_resnet_exports_and_reproduces_eager_logits(tmp_path, pynative):
+    ckpt = checkpoint(str(tmp_path), "same", num_classes=10, image_size=32, model="resnet_hour")
+    x = np.random.default_rng(3).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    want = eager_logits(ckpt, x)
+    assert rel_diff(onnx_logits(export_checkpoint(ckpt, "ONNX", str(tmp_path / "h.onnx"), batch_size=2), x), want) < TOL
+    assert rel_diff(mindir_logits(export_checkpoint(ckpt, "MINDIR", None, batch_size=2), x), want) < TOL

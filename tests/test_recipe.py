@@ -3,11 +3,6 @@ run that uses them all: schedule, Nesterov, weight average, patch whitening, tes
 augmentation, keeping the last epoch, and an exact --resume with a weight average."""
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +10,7 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from conftest import REPO, run_script
+from conftest import kill_after_first_epoch, run_script
 from resnet_ms.checkpoint import read_checkpoint
 from resnet_ms.ema import WeightAverage, ema_decay
 from resnet_ms.engine import build_optimizer, linear_lr, make_train_step
@@ -181,15 +176,7 @@ def test_eval_applies_the_recipes_tta_unless_told_not_to(recipe_run, synthetic_c
 def test_a_killed_run_with_a_weight_average_resumes_exactly(recipe_run, synthetic_cifar, tmp_path):
     reference, _ = recipe_run
     out = tmp_path / "killed"
-    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--data_dir", synthetic_cifar, "--output_dir", out,
-           *map(str, RECIPE)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (out / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert read_checkpoint(str(out / "last.ckpt"))[1].epoch < 3, "the run finished before it could be killed"
+    kill_after_first_epoch(out, "--data_dir", synthetic_cifar, *RECIPE)
     run_script("train.py", "--resume", out)
     mine, ref = read_checkpoint(str(out / "last.ckpt"))[0], read_checkpoint(str(reference / "last.ckpt"))[0]
     assert sorted(mine) == sorted(ref)

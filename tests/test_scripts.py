@@ -2,16 +2,12 @@
 import csv
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, TINY_TRAIN_ARGS, run_script
+from conftest import REPO, TINY_TRAIN_ARGS, kill_after_first_epoch, run_script
 
 from resnet_ms.checkpoint import read_checkpoint
 
@@ -116,16 +112,7 @@ def test_visualize_draws_a_grid_from_data_and_from_files(run, synthetic_cifar, t
 def test_killed_run_resumes_at_the_next_epoch_and_matches_an_uninterrupted_run(run, synthetic_cifar, tmp_path):
     reference, _, _ = run
     out = tmp_path / "train"
-    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--data_dir", synthetic_cifar,
-           "--output_dir", out, *map(str, TRAIN_ARGS)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (out / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = read_checkpoint(str(out / "last.ckpt"))[1].epoch
-    assert done < 3, "the run finished before it could be killed"
+    done = kill_after_first_epoch(out, "--data_dir", synthetic_cifar, *TRAIN_ARGS)
     # The run's folder alone: its config.yaml supplies every other flag.
     resumed = run_script("train.py", "--resume", out)
     assert f"at epoch {done + 1}" in resumed.stderr + resumed.stdout
