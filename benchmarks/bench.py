@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 import resnet_ms  # noqa: E402,F401  (first: the CPU fast path must be set before MindSpore loads)
 from resnet_ms.machine import cpu_info  # noqa: E402
-from resnet_ms.runtime import FAST_PATH, init_context  # noqa: E402
+from resnet_ms.runtime import FAST_PATH, KERNELS, init_context  # noqa: E402
 from timing import median_seconds  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 # The issue's cost of one ResNet-50 training step per 32 px image (forward +
@@ -44,7 +44,7 @@ def machine_info():
     import mindspore as ms
     return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "avx2": "avx2" in flags,
             "avx512f": "avx512f" in flags, "python": platform.python_version(),
-            "mindspore": ms.__version__, "numpy": np.__version__, "fast_path": FAST_PATH}
+            "mindspore": ms.__version__, "numpy": np.__version__, "fast_path": FAST_PATH, "kernels": KERNELS}
 
 
 def git_commit():
@@ -124,13 +124,19 @@ def matmul_gflops(n, repeats):
     return 2 * n ** 3 / seconds / 1e9
 
 
+def clean_environment():
+    """This process's environment without what resnet_ms and MindSpore set for themselves
+    (`import resnet_ms` caps oneDNN at AVX2 on AVX-512 CPUs: PyTorch must not inherit that)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("ONEDNN_", "DNNL_", "MS_", "RESNET_MS_", "GLOG_"))}
+
+
 def bench_torch(python, args):
     """PyTorch cases from torch_ref.py in `python`; (cases, version) or (None, reason)."""
     cmd = [python, os.path.join(HERE, "torch_ref.py"), "--models", *args.models,
            "--batches", *map(str, args.batches), "--image_size", str(args.image_size),
            "--steps", str(args.steps), "--warmup", str(args.warmup)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=clean_environment())
     except OSError as e:
         return None, f"cannot run {python}: {e.strerror}"
     if proc.returncode != 0:

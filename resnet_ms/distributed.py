@@ -34,15 +34,13 @@ def all_reduce_sum(values):
 
 
 def average_batch_norm_statistics(net, world):
-    """Replace every rank's moving mean/variance by their average over ranks."""
-    import mindspore as ms
+    """Replace every rank's moving mean/variance by their average over ranks (written
+    inside a graph: the compiled training step goes on updating them, engine.ParameterWriter)."""
+    from .engine import ParameterWriter
     stats = [p for p in net.get_parameters() if p.name.endswith(("moving_mean", "moving_variance"))]
-    flat = np.concatenate([p.asnumpy().ravel() for p in stats])
-    flat = all_reduce_sum(flat) / world
-    offset = 0
-    for p in stats:
-        p.set_data(ms.Tensor(flat[offset:offset + p.size].reshape(p.shape).astype(np.float32)))
-        offset += p.size
+    flat = all_reduce_sum(np.concatenate([p.asnumpy().ravel() for p in stats])) / world
+    ends = np.cumsum([p.size for p in stats])
+    ParameterWriter(stats).write([part.reshape(p.shape) for part, p in zip(np.split(flat, ends[:-1]), stats)])
 
 
 def reduce_train_stats(stats):

@@ -8,12 +8,12 @@ mostly the random initialisation.
 """
 import contextlib
 
-import numpy as np
-
 import mindspore as ms
 from mindspore import nn, ops
 
 from .checkpoint import EMA_PREFIX
+from .engine import ParameterWriter
+from .errors import UserError
 
 
 def ema_decay(decay, t):
@@ -43,7 +43,7 @@ class WeightAverage(nn.Cell):
         return [(p.name, p) for p in list(self.average) + [self.updates]]
 
     def load_state(self, tensors, source):
-        from .errors import UserError
+        """Before the first step: the average saved in last.ckpt (set_data is safe then)."""
         for name, param in self.state():
             if name not in tensors:
                 raise UserError(f"{source}: no weight average ({name}); it was saved without --ema_decay, "
@@ -60,8 +60,10 @@ class WeightAverage(nn.Cell):
             self.swap()
 
     def swap(self):
-        """Exchange the network's weights and the average (twice restores them)."""
-        for avg, p in zip(self.average, self.live):
-            live = p.data.asnumpy().copy()
-            p.set_data(ms.Tensor(avg.data.asnumpy().astype(live.dtype)))
-            avg.set_data(ms.Tensor(live.astype(np.float32)))
+        """Exchange the network's weights and the average (twice restores them), written
+        inside a graph so that the compiled training step keeps updating them (engine.ParameterWriter)."""
+        if not hasattr(self, "_writers"):  # plain attribute: not sub-cells of this one
+            object.__setattr__(self, "_writers", (ParameterWriter(self.live), ParameterWriter(self.average)))
+        live, average = [p.asnumpy() for p in self.live], [a.asnumpy() for a in self.average]
+        self._writers[0].write(average)
+        self._writers[1].write(live)

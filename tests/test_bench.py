@@ -30,8 +30,15 @@ def positive_rate(value):
 
 def test_smoke_run_writes_every_case_and_skips_a_missing_torch(synthetic_cifar, tmp_path):
     out = tmp_path / "run.json"
+    # An "interpreter" without torch that records the environment PyTorch would get.
+    fake = tmp_path / "python-without-torch"
+    fake.write_text(f"#!/bin/sh\nenv > {tmp_path / 'torch_env.txt'}\necho no torch here >&2\nexit 3\n")
+    fake.chmod(0o755)
     proc = run([BENCH, "--smoke", "--models", "resnet18", "--batches", "8", "--data_dir", synthetic_cifar,
-                "--torch_python", str(tmp_path / "no-such-python"), "--out", str(out)])
+                "--torch_python", str(fake), "--out", str(out)], env={"ONEDNN_VERBOSE": "0"})
+    torch_env = (tmp_path / "torch_env.txt").read_text()
+    assert "PATH=" in torch_env and "ONEDNN_" not in torch_env and "MS_OP_PLUGIN_PATH" not in torch_env
+    assert "exited 3: no torch here" in proc.stdout
     report = json.loads(out.read_text())
     kinds = [(c["kind"], c.get("model"), c.get("batch")) for c in report["cases"]]
     assert kinds == [("train", "resnet18", 8), ("eval", "resnet18", 8), ("pipeline", "cifar10", 8),

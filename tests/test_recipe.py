@@ -61,7 +61,7 @@ def test_nesterov_momentum_takes_the_look_ahead_step():
 def test_weight_average_follows_its_formula_and_swaps_in_and_out():
     net = _dense()
     ema = WeightAverage(net, decay=0.5)
-    step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, [0.5] * 4, 0.9, 0.0), ema=ema)
+    step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, [0.5] * 6, 0.9, 0.0), ema=ema)
     expected = net.weight.asnumpy().astype(np.float64)
     for t in range(4):
         step(*_data(t))
@@ -73,6 +73,11 @@ def test_weight_average_follows_its_formula_and_swaps_in_and_out():
         np.testing.assert_allclose(net.weight.asnumpy(), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(net.weight.asnumpy(), trained)
     assert not np.allclose(expected, trained, atol=1e-3)
+    # Training goes on after a swap: the compiled step still updates what Python sees
+    # (Parameter.set_data would have detached it: the first recipe run trained unseen).
+    step(*_data(4))
+    assert not np.allclose(net.weight.asnumpy(), trained, atol=1e-6)
+    assert float(ema.updates.asnumpy()) == 5
 
 
 def test_patch_whitening_decorrelates_the_stem_outputs(pynative):
@@ -92,6 +97,18 @@ def test_patch_whitening_decorrelates_the_stem_outputs(pynative):
     assert np.all(np.linalg.norm(softened.reshape(24, -1), axis=1) <= np.linalg.norm(weight.reshape(24, -1), axis=1))
     with pytest.raises(ValueError, match="at most 24"):
         patch_whitening(images, 2, 25)
+
+
+def test_a_frozen_whitened_stem_is_left_out_of_the_optimizer():
+    from resnet_ms import build_model
+    from resnet_ms.whitening import whiten_stem
+    images = np.random.default_rng(1).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    for frozen in (False, True):
+        net = build_model("resnet_hour", 10)
+        weight = whiten_stem(net, images, frozen)
+        np.testing.assert_array_equal(net.conv1.weight.asnumpy(), weight)
+        optimized = {p.name for p in build_optimizer(net, [0.1]).parameters}
+        assert ("conv1.weight" in optimized) == (not frozen) and "norm.gamma" in optimized
 
 
 def test_views_flip_and_shift_with_reflected_borders():
@@ -182,3 +199,26 @@ def test_a_killed_run_with_a_weight_average_resumes_exactly(recipe_run, syntheti
     assert sorted(mine) == sorted(ref)
     for name in mine:
         np.testing.assert_allclose(mine[name].asnumpy(), ref[name].asnumpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_predict_applies_the_recipes_tta_as_evaluation_does(recipe_run, synthetic_cifar, tmp_path, pynative):
+    from PIL import Image
+    from resnet_ms.data import make_loader, open_source
+    from resnet_ms.inference import softmax
+    from resnet_ms.weights import load_model
+    out, _ = recipe_run
+    source = open_source("cifar10", synthetic_cifar, 0)
+    for i, (image, _) in enumerate(source.leaf("test", [0, 1, 2], 1).create_tuple_iterator(output_numpy=True)):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")  # exact pixels
+    net, record = load_model(str(out / "best.ckpt"))
+    batch = next(make_loader(source, "test", 3, 32, record.mean, record.std, limit_batches=1)
+                 .create_tuple_iterator(output_numpy=True))[0]
+    for tta in ("auto", "none"):
+        run_script("predict.py", "--ckpt", out / "best.ckpt", "--source", *[tmp_path / f"{i}.png" for i in range(3)],
+                   "--topk", 10, "--tta", tta, "--output", tmp_path / f"{tta}.csv")
+        with open(tmp_path / f"{tta}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        want = softmax(tta_logits(net, batch, "flip" if tta == "auto" else "none"))
+        for row, p in zip(rows, want):
+            got = {row[f"class_{k}"]: float(row[f"prob_{k}"]) for k in range(1, 11)}
+            assert [got[c] for c in record.class_names] == pytest.approx(p, abs=1e-5)
