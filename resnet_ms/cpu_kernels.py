@@ -8,7 +8,11 @@ against the oneDNN that MindSpore ships; MindSpore loads it as its op plugin
 (MS_OP_PLUGIN_PATH) and routes those ops to it by name.
 
 Status (RESNET_MS_KERNELS, read once at import):
-  auto (default): loaded wherever they can be built; the small-image ResNets
+  native (default): not loaded. Loaded, the plugin also takes the gradient of
+    PyNative mode's nn.Conv2d (MindSpore routes it to ConvolutionGrad there),
+    and gets it wrong under pad_mode='same' (tests/test_smallmap.py fails with
+    them loaded): until that is handled, loading them is a choice.
+  auto: loaded wherever they can be built; the small-image ResNets
     (resnet9, resnet_hour) run on them, because their whole training step
     matches MindSpore's kernels (every gradient to 5e-6, tests/test_cpu_kernels.py);
     ResNet-18..152 stay on MindSpore's, because inside a whole ResNet-18 the
@@ -40,7 +44,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .files import atomic_path, cache_dir
 from .machine import cpu_info
 
-VAR = "RESNET_MS_KERNELS"  # auto (default) | onednn | native
+VAR = "RESNET_MS_KERNELS"  # native (default) | auto | onednn
 TESTED_MINDSPORE = ("2.10.0",)  # the op plugin's calling convention is MindSpore's, per version
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "onednn_ops.cc")
 LIBRARY = "libresnet_ms_onednn.so"
@@ -50,7 +54,7 @@ _state = {"active": False, "why": "not tried"}
 
 
 def choice():
-    return os.environ.get(VAR, "auto")
+    return os.environ.get(VAR, "native")
 
 
 def active():
@@ -128,7 +132,7 @@ def _why_not(ms_dir):
     if choice() not in ("auto", "onednn", "native"):
         return f"{VAR}={choice()} is not auto, onednn or native"
     if choice() == "native":
-        return f"{VAR}=native"
+        return f"the default; {VAR}=auto runs the small-image ResNets on resnet_ms's oneDNN kernels"
     if "mindspore" in sys.modules:
         return "mindspore was imported before resnet_ms"
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):

@@ -33,14 +33,12 @@ def all_reduce_sum(values):
     return ops.AllReduce()(ms.Tensor(np.asarray(values, np.float32))).asnumpy().astype(np.float64)
 
 
-def average_batch_norm_statistics(net, world):
-    """Replace every rank's moving mean/variance by their average over ranks (written
-    inside a graph: the compiled training step goes on updating them, engine.ParameterWriter)."""
-    from .engine import ParameterWriter
-    stats = [p for p in net.get_parameters() if p.name.endswith(("moving_mean", "moving_variance"))]
-    flat = all_reduce_sum(np.concatenate([p.asnumpy().ravel() for p in stats])) / world
-    ends = np.cumsum([p.size for p in stats])
-    ParameterWriter(stats).write([part.reshape(p.shape) for part, p in zip(np.split(flat, ends[:-1]), stats)])
+def average_batch_norm_statistics(values, world):
+    """{name: array} with every moving mean/variance replaced by its average over ranks."""
+    names = [k for k in values if k.endswith(("moving_mean", "moving_variance"))]
+    flat = all_reduce_sum(np.concatenate([values[k].ravel() for k in names])) / world
+    parts = np.split(flat, np.cumsum([values[k].size for k in names])[:-1])
+    return {**values, **{k: part.reshape(values[k].shape).astype(np.float32) for k, part in zip(names, parts)}}
 
 
 def reduce_train_stats(stats):

@@ -6,13 +6,10 @@ optimizer, over every parameter: weights and BatchNorm's running statistics
 a shorter memory, (1 + t) / (10 + t), so that the average does not start as
 mostly the random initialisation.
 """
-import contextlib
-
 import mindspore as ms
 from mindspore import nn, ops
 
 from .checkpoint import EMA_PREFIX
-from .engine import ParameterWriter
 from .errors import UserError
 
 
@@ -49,21 +46,3 @@ class WeightAverage(nn.Cell):
                 raise UserError(f"{source}: no weight average ({name}); it was saved without --ema_decay, "
                                 "so resume with --ema_decay 0")
             param.set_data(ms.Tensor(tensors[name].asnumpy()))
-
-    @contextlib.contextmanager
-    def applied(self):
-        """The network holds the average inside this block, its own weights again after it."""
-        self.swap()
-        try:
-            yield
-        finally:
-            self.swap()
-
-    def swap(self):
-        """Exchange the network's weights and the average (twice restores them), written
-        inside a graph so that the compiled training step keeps updating them (engine.ParameterWriter)."""
-        if not hasattr(self, "_writers"):  # plain attribute: not sub-cells of this one
-            object.__setattr__(self, "_writers", (ParameterWriter(self.live), ParameterWriter(self.average)))
-        live, average = [p.asnumpy() for p in self.live], [a.asnumpy() for a in self.average]
-        self._writers[0].write(average)
-        self._writers[1].write(live)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import nn
 
 from .errors import UserError
 from .tta import tta_logits
@@ -106,26 +106,6 @@ def make_train_step(net, loss_fn, optimizer, loss_scaler=None, grad_reducer=None
         return loss, correct, skipped
 
     return step
-
-
-class ParameterWriter(nn.Cell):
-    """Writes new values into parameters from inside a graph. Parameter.set_data (and
-    assign_value) after a step has been compiled detach the parameter from that step:
-    the step goes on updating the old memory, and what Python sees (and checkpoints
-    save) stops changing (measured, MindSpore 2.10; tests/test_recipe.py)."""
-
-    def __init__(self, params):
-        super().__init__()
-        self.params = ms.ParameterTuple(list(params))
-
-    def construct(self, values):
-        for p, v in zip(self.params, values):
-            ops.assign(p, v)
-        return True
-
-    def write(self, arrays):
-        """Each parameter takes the matching float32 array's values."""
-        self(tuple(ms.Tensor(np.asarray(a, np.float32)) for a in arrays))
 
 
 def make_eval_step(net):

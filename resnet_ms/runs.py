@@ -8,7 +8,6 @@
     <output_dir>/confusion.png the best epoch's confusion matrix on the selection split
     <output_dir>/stopped.txt   why --patience ended the run early (if it did)
 """
-import contextlib
 import csv
 import io
 import os
@@ -64,14 +63,13 @@ class RunFolder:
         writer.writerows(rows)
         write_text(self.metrics, buf.getvalue())
 
-    def save_epoch(self, net, record, optimizer, rows, improved, ema=None):
+    def save_epoch(self, net, kept, record, optimizer, rows, improved, ema=None):
         """Metrics first (a resume drops rows past last.ckpt's epoch), then best, then last.
-        With a weight average (ema.WeightAverage), best.ckpt holds the average and
-        last.ckpt the trained weights plus the average's state."""
+        best.ckpt holds `kept` (the evaluated network: the weight average, if any); last.ckpt
+        the trained `net` with the optimizer's and the average's state."""
         self.write_metrics(rows)
         if improved:
-            with ema.applied() if ema is not None else contextlib.nullcontext():
-                save_checkpoint(self.best, net, record)
+            save_checkpoint(self.best, kept, record)
         save_checkpoint(self.last, net, record, optimizer, ema.state() if ema is not None else ())
         if record.stop_reason:
             write_text(self.stopped, record.stop_reason + "\n")

@@ -18,11 +18,13 @@ from mindspore import nn
 
 from . import config as config_lib
 from . import distributed
-from .checkpoint import CheckpointRecord, load_optimizer_state
+from .checkpoint import CheckpointRecord, load_optimizer_state, load_weights
 from .data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, make_loader, open_source
 from .ema import WeightAverage
 from .engine import SCHEDULES, build_optimizer, evaluate, make_eval_step, make_train_step, train_one_epoch
 from .errors import UserError
+from .formats import as_parameters
+from .models import resnet
 from .plots import plot_confusion, plot_curves
 from .runs import RunFolder
 from .runtime import init_context, native_layers
@@ -190,10 +192,6 @@ class Steps:
     scaler: object
     ema: object  # ema.WeightAverage or None
 
-    def averaged(self):
-        """Inside: the network holds the weight average (when there is one)."""
-        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
-
 
 def training_images(s, loader_args, count=WHITENING_IMAGES):
     """Up to `count` training images, normalised as training sees them, without augmentation."""
@@ -264,10 +262,25 @@ def _acc(value):
     return "not evaluated" if value is None else f"{value:.4f}"
 
 
+def kept_network(cfg, s, st):
+    """A new network holding what is evaluated and kept in best.ckpt: the trained weights, or
+    their average, with BatchNorm statistics averaged over ranks. A copy, because writing into
+    the trained network once its step is compiled detaches it from the step (Parameter.set_data:
+    the step goes on in the old memory and the parameters stop changing; MindSpore 2.10)."""
+    values = {p.name: p.asnumpy() for p in st.net.get_parameters()}
+    if st.ema is not None:
+        values.update((p.name, a.asnumpy()) for p, a in zip(st.ema.live, st.ema.average))
+    if s.world > 1:
+        values = distributed.average_batch_norm_statistics(values, s.world)
+    net = resnet(cfg.model, s.record.num_classes, stem=cfg.stem, padding=s.record.padding)
+    load_weights(net, as_parameters(values), "the trained network")
+    return net
+
+
 def run_epoch(cfg, s, epoch, first, st, loader_args):
-    """Train one epoch, then evaluate (the weight average, if any) on the selection split;
-    (train stats, eval result or None). With --keep last and no validation split, only
-    the last epoch is evaluated: the test split only reports."""
+    """Train one epoch, then evaluate the kept network (kept_network) on the selection split;
+    (train stats, kept network, eval result or None). With --keep last and no validation
+    split, only the last epoch is evaluated: the test split only reports."""
     net = st.net
     train_loader = make_loader(s.source, "train", train=True, epoch=epoch,
                                limit_batches=cfg.limit_train_batches, **loader_args)
@@ -275,19 +288,16 @@ def run_epoch(cfg, s, epoch, first, st, loader_args):
     tr = train_one_epoch(st.train, net, train_loader, f"epoch {epoch}", skip_first=first,
                          log_interval=cfg.log_interval, lrs=st.lrs, first_step=(epoch - 1) * s.steps, lr_hint=hint,
                          loss_limit=LOSS_LIMIT * math.log(s.record.num_classes))
-    if s.world > 1:  # one network for evaluation and checkpoints, numbers over all ranks
-        distributed.average_batch_norm_statistics(net, s.world)
+    if s.world > 1:  # numbers over all ranks
         tr = distributed.reduce_train_stats(tr)
+    kept = kept_network(cfg, s, st)
     if cfg.keep == "last" and s.select == "test" and epoch < cfg.epochs:
-        return tr, None
+        return tr, kept, None
     val_loader = make_loader(s.source, s.select, limit_batches=cfg.limit_val_batches, **loader_args)
-    with st.averaged():
-        if s.world > 1 and st.ema is not None:  # the average's statistics too
-            distributed.average_batch_norm_statistics(net, s.world)
-        ev = evaluate(st.eval, net, val_loader, s.record.num_classes, desc=s.select)
+    ev = evaluate(make_eval_step(kept), kept, val_loader, s.record.num_classes, desc=s.select)
     if s.world > 1:
         ev = distributed.reduce_eval(ev)
-    return tr, ev
+    return tr, kept, ev
 
 
 def finished(cfg, record):
@@ -341,7 +351,7 @@ def run(cfg):
     stop = None
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
-        tr, ev = run_epoch(cfg, s, epoch, epoch == start, st, loader_args)
+        tr, kept, ev = run_epoch(cfg, s, epoch, epoch == start, st, loader_args)
         accuracy = ev["top1"] if ev is not None else None
         improved = cfg.keep == "last" or accuracy > best_acc  # last: every epoch replaces best.ckpt
         if improved:
@@ -354,7 +364,7 @@ def run(cfg):
         s.record = s.record.replace(epoch=epoch, best_acc=best_acc, best_epoch=best_epoch, val_acc=accuracy,
                                     stop_reason=stop)
         if main:
-            s.folder.save_epoch(st.net, s.record, st.optimizer, rows, improved, st.ema)
+            s.folder.save_epoch(st.net, kept, s.record, st.optimizer, rows, improved, st.ema)
             if improved and ev is not None:  # the kept epoch's confusion matrix, beside best.ckpt
                 plot_confusion(ev["confusion"], s.source.class_names, s.folder.confusion)
         print(epoch_line(cfg, s, epoch, tr, ev, time.perf_counter() - t0, improved, st.scaler), flush=True)
@@ -363,8 +373,10 @@ def run(cfg):
             break
 
     curves = plot_curves(rows, s.folder.curves) if rows and main else None
-    kept = "kept (last)" if cfg.keep == "last" else "best"
-    print(f"{kept} epoch {best_epoch}: {s.select} accuracy {_acc(best_acc)}: {s.folder.best}")
+    if cfg.keep == "last":
+        print(f"kept (last) epoch {best_epoch}: {s.select} accuracy {_acc(best_acc)}: {s.folder.best}")
+    else:
+        print(f"best {s.select} accuracy {_acc(best_acc)} at epoch {best_epoch}: {s.folder.best}")
     return {"best_acc": best_acc, "best_epoch": best_epoch, "best": s.folder.best, "last": s.folder.last,
-            "metrics": s.folder.metrics, "curves": curves, "net": st.net, "rank": s.rank, "world": s.world,
+            "metrics": s.folder.metrics, "curves": curves, "net": kept, "rank": s.rank, "world": s.world,
             "stopped": stop}
