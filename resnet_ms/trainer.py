@@ -187,7 +187,6 @@ class Steps:
     optimizer: object
     lrs: list
     train: object
-    eval: object
     amp_level: str
     scaler: object
     ema: object  # ema.WeightAverage or None
@@ -218,7 +217,7 @@ def compile_steps(cfg, net, s):
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     reducer = distributed.grad_reducer(optimizer, s.world) if s.world > 1 else None
     return Steps(net, optimizer, lrs, make_train_step(net, loss_fn, optimizer, scaler, reducer, ema),
-                 make_eval_step(net), level, scaler, ema)
+                 level, scaler, ema)
 
 
 def start_training(cfg, s, net, resumed, loader_args):
