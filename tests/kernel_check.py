@@ -11,9 +11,6 @@ of the largest relative differences (loss, each gradient, running statistics).
     python tests/kernel_check.py mixed resnet18 16 32 pytorch nopool
         (MindSpore's convolutions with our BatchNorm, against our convolutions with
         MindSpore's BatchNorm: each of our ops against MindSpore's inside a whole network)
-    RESNET_MS_KERNELS=native python tests/kernel_check.py mint resnet18 16 32 pytorch nopool
-        (the graph resnet_ms's kernels run in, mint's conv2d and batch_norm, but on
-        MindSpore's own kernels, against the nn.Conv2d/nn.BatchNorm2d graph)
     python tests/kernel_check.py perturbed resnet18 16 32 pytorch nopool 1e-6
         (MindSpore's kernels on both sides, the second input scaled by 1 + 1e-6 * noise:
         how far a rounding-sized change moves the whole network's own gradients)
@@ -77,14 +74,6 @@ def networks(argv):
         fast = models.resnet(argv[1], 10, padding=padding, stem=stem)
         _use(native, BatchNorm2d)
         _use(fast, Conv2d)
-    elif argv[0] == "mint":  # run with RESNET_MS_KERNELS=native: mint's ops on MindSpore's own kernels
-        batch, size, padding, stem = int(argv[2]), int(argv[3]), argv[4], argv[5]
-        ms.set_seed(3)
-        native = models.resnet(argv[1], 10, padding=padding, stem=stem)
-        fast = models.resnet(argv[1], 10, padding=padding, stem=stem)
-        for _, cell in fast.cells_and_names():
-            if isinstance(cell, (Conv2d, BatchNorm2d)):
-                cell.onednn = True
     elif argv[0] == "perturbed":
         batch, size, padding, stem = int(argv[2]), int(argv[3]), argv[4], argv[5]
         ms.set_seed(3)
@@ -160,7 +149,7 @@ def main(argv):
     names = [p.name for p in native.trainable_params()]
     grads = {n: rel(a, b) for n, a, b in zip(names, grads_n, grads_f)}
     # whether the comparison ran as meant (perturbed compares MindSpore's kernels with themselves)
-    meant = True if argv[0] in ("perturbed", "mint") else (fast.conv0 if argv[0] == "stage" else fast.conv1).onednn
+    meant = True if argv[0] == "perturbed" else (fast.conv0 if argv[0] == "stage" else fast.conv1).onednn
     print(json.dumps({"kernels": cpu_kernels.describe(), "onednn": bool(meant),
                       "loss": abs(loss_f - loss_n) / abs(loss_n), "grads": grads,
                       "eval": rel(logits_n, logits_f),
