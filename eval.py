@@ -8,8 +8,13 @@
 import os
 import sys
 
-from resnet_ms import cli
-from resnet_ms.tta import TTA
+# The scripts run in graph mode and do their own eager work in NumPy, where
+# resnet_ms's CPU kernels are safe; a plain `import resnet_ms` leaves them off
+# (resnet_ms/cpu_kernels.py says why). Set before resnet_ms is imported.
+os.environ.setdefault("RESNET_MS_KERNELS", "auto")
+
+from resnet_ms import cli  # noqa: E402
+from resnet_ms.tta import TTA  # noqa: E402
 
 
 def main(argv=None):

@@ -8,11 +8,17 @@ Folders are walked recursively. Images are decoded and preprocessed exactly as
 evaluation of the checkpoint does it; a file that cannot be read gets a row with
 the reason in its `error` column and does not stop the others.
 """
+import os
 import sys
 
-from resnet_ms import cli
-from resnet_ms.errors import UserError
-from resnet_ms.tta import TTA, resolve_tta
+# The scripts run in graph mode and do their own eager work in NumPy, where
+# resnet_ms's CPU kernels are safe; a plain `import resnet_ms` leaves them off
+# (resnet_ms/cpu_kernels.py says why). Set before resnet_ms is imported.
+os.environ.setdefault("RESNET_MS_KERNELS", "auto")
+
+from resnet_ms import cli  # noqa: E402
+from resnet_ms.errors import UserError  # noqa: E402
+from resnet_ms.tta import TTA, resolve_tta  # noqa: E402
 
 
 def main(argv=None):

@@ -22,9 +22,9 @@ from torch import nn
 from timing import median_seconds  # benchmarks/ is on sys.path as the script's folder
 
 
-def conv_bn(in_ch, out_ch, kernel, stride=1):
-    return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(out_ch)]
+def conv_bn(in_ch, out_ch, kernel, stride=1, padding=None):
+    padding = kernel // 2 if padding is None else padding
+    return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding=padding, bias=False), nn.BatchNorm2d(out_ch)]
 
 
 class Basic(nn.Module):
@@ -59,7 +59,31 @@ ARCHS = {"resnet18": (Basic, (2, 2, 2, 2)), "resnet34": (Basic, (3, 4, 6, 3)),
          "resnet152": (Bottleneck, (3, 8, 36, 3))}
 
 
+# resnet_ms.models.SMALL_ARCHS: (stage widths, basic blocks per stage)
+SMALL_ARCHS = {"resnet9": ((128, 256, 512), (1, 0, 1)), "resnet_hour": ((64, 128, 256), (1, 1, 1))}
+
+
+class SmallResNet(nn.Module):
+    """resnet_ms.models.SmallResNet: a 2x2 'valid' stem to 24 channels, then per stage a
+    3x3 conv, 2x2 max-pool, BN, ReLU and basic blocks; global max-pool; classifier x 1/8."""
+
+    def __init__(self, widths, blocks, num_classes):
+        super().__init__()
+        layers, ch = [*conv_bn(3, 24, 2, padding=0), nn.ReLU(inplace=True)], 24
+        for width, n in zip(widths, blocks):
+            layers += [nn.Conv2d(ch, width, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)] + [Basic(width, width, 1, nn.Identity()) for _ in range(n)]
+            ch = width
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(ch, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).amax(dim=(2, 3))) * 0.125
+
+
 def resnet(name, num_classes):
+    if name in SMALL_ARCHS:
+        return SmallResNet(*SMALL_ARCHS[name], num_classes)
     block, counts = ARCHS[name]
     layers = [*conv_bn(3, 64, 7, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
     in_ch = 64
@@ -128,7 +152,7 @@ def main(args):
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["resnet18", "resnet50"], choices=sorted(ARCHS))
+    p.add_argument("--models", nargs="+", default=["resnet18", "resnet50"], choices=sorted(ARCHS) + sorted(SMALL_ARCHS))
     p.add_argument("--batches", nargs="+", type=int, default=[32, 64, 128])
     p.add_argument("--image_size", type=int, default=32)
     p.add_argument("--steps", type=int, default=20)

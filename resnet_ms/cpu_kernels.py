@@ -8,20 +8,29 @@ against the oneDNN that MindSpore ships; MindSpore loads it as its op plugin
 (MS_OP_PLUGIN_PATH) and routes those ops to it by name.
 
 Status (RESNET_MS_KERNELS, read once at import):
-  native (default): not loaded. Loaded, the plugin also takes the gradient of
-    PyNative mode's nn.Conv2d (MindSpore routes it to ConvolutionGrad there),
-    and gets it wrong under pad_mode='same' (tests/test_smallmap.py fails with
-    them loaded): until that is handled, loading them is a choice.
-  auto: loaded wherever they can be built; the small-image ResNets
-    (resnet9, resnet_hour) run on them, because their whole training step
-    matches MindSpore's kernels (every gradient to 5e-6, tests/test_cpu_kernels.py);
-    ResNet-18..152 stay on MindSpore's, because inside a whole ResNet-18 the
-    gradients from layer2.1's first BatchNorm down differ by 0.3-4% although
-    every op, block and stage of the same shapes matches alone. It is not
-    rounding: MindSpore's own network moves its gradients by 1e-5 at most for
-    an input changed by 1e-6 (`tests/kernel_check.py perturbed ...`).
+  native: not loaded; the default of `import resnet_ms`. MindSpore 2.10's
+    eager (PyNative) path, once MS_OP_PLUGIN_PATH is set, offers every eager
+    op to the plugin first, and eager ops then read tensor views (a transpose,
+    a slice) as if they were contiguous: transpose(a) + 1 came out wrong by up
+    to 2.4, and so did the gradient of an eager matmul (tests/test_cpu_kernels.py
+    pins this). User code in the same process may be eager, so a library
+    import does not load them.
+  auto: the default of the project's scripts (train, eval, predict, visualize):
+    they run in graph mode and do their eager work in NumPy, and
+    `runtime.init_context` refuses --mode pynative while the kernels are
+    loaded. The small-image ResNets (resnet9, resnet_hour) run on them: their
+    whole training step matches MindSpore's kernels (every gradient to 5e-6,
+    tests/test_cpu_kernels.py) and runs 1.26x faster (batch 128). ResNet-18..152
+    stay on MindSpore's, for speed: these kernels gain through AVX-512
+    (ResNet-50 1.94x uncapped), but oneDNN's AVX2 cap (runtime.apply_cpu_fast_path)
+    is process-wide and MindSpore's own convolutions need it; under it they
+    gain 1.13x on ResNet-50 and lose on ResNet-18 (0.91x; benchmarks/RESULTS.md run 4).
+    Their numbers are right there too: in a whole ResNet-18 step the two sides
+    differ from layer2.1's first BatchNorm down (up to 3.6e-2 relative), and
+    a float64 computation of the same step (tests/reference64.py) puts ours
+    within 1.2e-3 and MindSpore's 3.6e-2 away: MindSpore's float32 arithmetic
+    is the far side.
   onednn: every network (measurement and debugging; the AVX2 cap is lifted).
-  native: none.
 
 `enable()` runs once, from `resnet_ms/__init__` before MindSpore is imported
 (the plugin path is read when MindSpore first looks for a kernel). It compiles
@@ -44,7 +53,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .files import atomic_path, cache_dir
 from .machine import cpu_info
 
-VAR = "RESNET_MS_KERNELS"  # native (default) | auto | onednn
+VAR = "RESNET_MS_KERNELS"  # native (a library import's default) | auto (the scripts') | onednn
 TESTED_MINDSPORE = ("2.10.0",)  # the op plugin's calling convention is MindSpore's, per version
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "onednn_ops.cc")
 LIBRARY = "libresnet_ms_onednn.so"
@@ -132,7 +141,7 @@ def _why_not(ms_dir):
     if choice() not in ("auto", "onednn", "native"):
         return f"{VAR}={choice()} is not auto, onednn or native"
     if choice() == "native":
-        return f"the default; {VAR}=auto runs the small-image ResNets on resnet_ms's oneDNN kernels"
+        return f"{VAR}=native: the default of a library import; the scripts set auto"
     if "mindspore" in sys.modules:
         return "mindspore was imported before resnet_ms"
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):

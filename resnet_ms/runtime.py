@@ -114,6 +114,10 @@ def init_context(device_target="auto", mode="graph", seed=None):
     if target not in (build, "CPU"):  # every build also runs on the CPU
         raise UserError(f"--device_target {target}: this MindSpore {ms.__version__} is the {build} build; "
                         f"install MindSpore's {target} build for that device, or pass --device_target {build}")
+    if mode == "pynative" and cpu_kernels.active():
+        raise UserError(f"--mode pynative: with resnet_ms's CPU kernels loaded, MindSpore {ms.__version__} "
+                        "computes eager operations on tensor views wrongly (resnet_ms/cpu_kernels.py); "
+                        f"run with {cpu_kernels.VAR}=native, or in graph mode")
     ms.set_device(target)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     if seed is not None:

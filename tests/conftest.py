@@ -117,9 +117,9 @@ def tiny_run(synthetic_cifar, tmp_path_factory):
     return out, proc, time.monotonic() - start
 
 
-def run_script(script, *args, timeout=600, check=True, cwd=REPO):
-    """Run one of the top-level scripts in a fresh interpreter, as a user would."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def run_script(script, *args, timeout=600, check=True, cwd=REPO, env=None):
+    """Run one of the top-level scripts in a fresh interpreter, as a user would (plus `env`)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     proc = subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

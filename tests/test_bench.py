@@ -58,12 +58,22 @@ def test_smoke_run_writes_every_case_and_skips_a_missing_torch(synthetic_cifar, 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed here")
 def test_torch_reference_runs():
-    proc = run([os.path.join(REPO, "benchmarks", "torch_ref.py"), "--models", "resnet18",
+    proc = run([os.path.join(REPO, "benchmarks", "torch_ref.py"), "--models", "resnet18", "resnet_hour",
                 "--batches", "4", "--steps", "1", "--warmup", "1"])
     cases = json.loads(proc.stdout.strip().splitlines()[-1])["cases"]
-    assert [c["kind"] for c in cases] == ["torch_train", "torch_eval"]
+    assert [c["kind"] for c in cases] == ["torch_train", "torch_eval"] * 2
     assert all(positive_rate(c["images_per_s"]) for c in cases)
 
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed here")
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet_hour", "resnet9"])
+def test_torch_reference_networks_have_resnet_ms_parameter_counts(name):
+    import resnet_ms
+    proc = run(["-c", f"import torch_ref; print(sum(p.numel() for p in torch_ref.resnet({name!r}, 1000).parameters()))"],
+               env={"PYTHONPATH": os.path.join(REPO, "benchmarks")})
+    ours = sum(p.size for p in resnet_ms.build_model(name, 1000).trainable_params())
+    assert int(proc.stdout.split()[-1]) == ours
 
 # Three training steps of the project's own step on one fixed batch, from one seed.
 # Batch 32 at lr 0.01: a well-conditioned start. At batch 8 and lr 0.1 the first

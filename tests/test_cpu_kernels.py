@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, one_error_line, run_script
 
 from resnet_ms import cpu_kernels
 
@@ -26,7 +26,7 @@ def check(*args):
 
 
 def test_off_by_default_and_auto_uses_them_only_for_verified_networks():
-    assert not cpu_kernels.active() and "the default" in cpu_kernels.describe()
+    assert not cpu_kernels.active() and "the default of a library import" in cpu_kernels.describe()
     probe = ("import resnet_ms, mindspore as ms; from resnet_ms import build_model, cpu_kernels;"
              "ms.set_context(mode=ms.GRAPH_MODE);"
              "print(cpu_kernels.active(), build_model('resnet_hour', 10).conv1.onednn,"
@@ -40,6 +40,34 @@ def test_off_by_default_and_auto_uses_them_only_for_verified_networks():
         pytest.skip("the kernels cannot be built here")
     assert flags[1:] == ["True", "True", "False", "False"]
 
+
+EAGER_VIEW = ("import numpy as np, resnet_ms, mindspore as ms; from mindspore import ops, Tensor;"
+              "ms.set_context(mode=ms.PYNATIVE_MODE); a = np.arange(12, dtype=np.float32).reshape(3, 4);"
+              "print(resnet_ms.cpu_kernels.active(), abs((ops.transpose(Tensor(a), (1, 0)) + 1).asnumpy() - a.T - 1).max())")
+
+
+@pytest.mark.parametrize("kernels", ["native", "auto"])
+def test_eager_ops_read_views_wrongly_once_the_kernels_are_loaded(kernels):
+    """Why a library import leaves them off (cpu_kernels.py): with an op plugin loaded, MindSpore
+    2.10's eager path reads a transposed view as if it were contiguous. When this fails for
+    `auto`, MindSpore has fixed it, and `auto` can become a library import's default."""
+    env = dict(os.environ, RESNET_MS_KERNELS=kernels, PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-c", EAGER_VIEW], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded, error = proc.stdout.split()[-2:]
+    if kernels == "auto" and loaded != "True":
+        pytest.skip("the kernels cannot be built here")
+    assert (float(error) > 1) if kernels == "auto" else float(error) == 0
+
+
+def test_the_scripts_load_them_and_refuse_eager_mode_meanwhile(tiny_run, synthetic_cifar, tmp_path):
+    _, proc, _ = tiny_run
+    if "cpu kernels: oneDNN" not in proc.stdout + proc.stderr:
+        pytest.skip("the kernels cannot be built here")
+    bad = run_script("train.py", "--data_dir", synthetic_cifar, "--mode", "pynative", "--output_dir", tmp_path / "x",
+                     check=False)
+    line = one_error_line(bad)
+    assert "--mode pynative" in line and "RESNET_MS_KERNELS=native" in line and not (tmp_path / "x").exists()
 
 # conv 3x3 (stride 1 and 2 'same', the latter with its appended zeros), BatchNorm,
 # ReLU, conv 1x1, at the map sizes ResNet meets at 32 and 224 px
@@ -67,16 +95,27 @@ def test_a_whole_small_image_resnet_step_matches_mindspores_kernels():
 
 
 def test_rounding_sized_input_changes_move_a_resnets_gradients_by_rounding_sized_amounts():
-    """Why the ResNet-18 mismatch below is a fault and not chaos: MindSpore's own network,
+    """Why the ResNet-18 difference below is systematic and not chaos: MindSpore's own network,
     fed inputs changed by 1e-6 relative, moves no gradient by more than about 1e-5."""
     out = check("perturbed", "resnet18", 16, 32, "pytorch", "nopool", 1e-6)
     assert max(out["grads"].values()) < 1e-4
 
 
-@pytest.mark.xfail(strict=True, reason="known, open: inside a whole ResNet-18 the gradients from layer2.1's "
-                                        "norm1 down differ by 0.3-4% from MindSpore's, though the same shapes "
-                                        "match alone and in a stage; ImageNet ResNets stay on MindSpore's kernels")
-def test_a_whole_resnet18_step_matches_mindspores_kernels():
-    out = check("resnet18", 16, 32, "pytorch", "nopool")
-    assert out["loss"] < 1e-5 and out["stats"] < 1e-4
-    assert max(out["grads"].values()) < 1e-3, sorted(out["grads"].items(), key=lambda kv: -kv[1])[:3]
+def test_a_whole_resnet18_step_is_closer_to_float64_on_resnet_ms_kernels_than_on_mindspores():
+    """The ResNet-18 step differs between the two sides from layer2.1's first BatchNorm down
+    (MindSpore's kernels against ours: up to 3.6e-2 relative, though every op, block and stage
+    of those shapes matches alone). tests/reference64.py computes the same step in float64 by
+    hand: ours are the close side, MindSpore's the far one, so this is MindSpore's float32
+    arithmetic there, not a fault of these kernels."""
+    env = dict(os.environ, RESNET_MS_KERNELS="onednn", PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "reference64.py"), "resnet18", "16", "32",
+                           "pytorch", "nopool"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not out["onednn"]:
+        pytest.skip("the kernels cannot be built here")
+    ours, theirs = out["resnet_ms"]["grads"], out["mindspore"]["grads"]
+    assert out["resnet_ms"]["loss"] < 1e-5 and out["mindspore"]["loss"] < 1e-5
+    assert max(ours.values()) < 3e-3, sorted(ours.items(), key=lambda kv: -kv[1])[:3]
+    worst = max(theirs, key=theirs.get)  # where MindSpore's side is furthest from float64 ...
+    assert worst.startswith("layer2.1.") and theirs[worst] > 10 * ours[worst]  # ... ours is 10x closer

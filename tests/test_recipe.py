@@ -202,6 +202,21 @@ def test_eval_applies_the_recipes_tta_unless_told_not_to(recipe_run, synthetic_c
     assert numbers["auto"]["loss"] != numbers["none"]["loss"]  # different logits, not a relabelled copy
 
 
+
+def test_eval_gives_the_same_numbers_on_resnet_ms_kernels_as_on_mindspores(recipe_run, synthetic_cifar, tmp_path):
+    out, _ = recipe_run
+    numbers, logs = {}, {}
+    for kernels in ("native", "auto"):  # auto: eval.py's default
+        proc = run_script("eval.py", "--ckpt", out / "best.ckpt", "--data_dir", synthetic_cifar, "--tta", "none",
+                          "--output_dir", tmp_path / kernels, "--num_workers", 1, env={"RESNET_MS_KERNELS": kernels})
+        numbers[kernels] = json.loads((tmp_path / kernels / "eval_test_metrics.json").read_text())
+        logs[kernels] = proc.stdout + proc.stderr
+    if "cpu kernels: oneDNN" not in logs["auto"]:
+        pytest.skip("the kernels cannot be built here")
+    assert "cpu kernels: MindSpore's own" in logs["native"]
+    assert abs(numbers["auto"]["loss"] - numbers["native"]["loss"]) < 1e-5 * max(1.0, numbers["native"]["loss"])
+    assert abs(numbers["auto"]["top1"] - numbers["native"]["top1"]) <= 2 / 10000  # at most a near-tie or two
+
 def test_a_killed_run_with_a_weight_average_resumes_exactly(recipe_run, synthetic_cifar, tmp_path):
     reference, _ = recipe_run
     out = tmp_path / "killed"

@@ -512,6 +512,9 @@ int Guarded(F body, int n, void **p, int *nd, int64_t **sh, const char **dtype, 
       std::fprintf(stderr, " %p[", p[i]);
       for (int j = 0; j < nd[i]; ++j) std::fprintf(stderr, "%ld,", static_cast<long>(sh[i][j]));
       std::fprintf(stderr, "]");
+      std::fprintf(stderr, "%s", dtype[i]);
+      if (std::strcmp(dtype[i], "int64") == 0 && p[i] && nd[i] <= 1)
+        for (auto v : a.Ints(i)) std::fprintf(stderr, "=%ld", static_cast<long>(v));
     }
     std::fprintf(stderr, "\n");
     auto *info = static_cast<mindspore::kernel::op_plugin::KernelInputInfo *>(extra);
