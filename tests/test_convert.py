@@ -270,7 +270,7 @@ def test_torchvision_bottleneck_names_convert(tmp_path):
     own = {p.name: tuple(p.shape) for p in build_model("resnet50", 10).get_parameters()}
     assert {k: tuple(np.shape(v)) for k, v in tensors.items()} == own and len(dropped) == 53
     out = str(tmp_path / "tv50.ckpt")
-    assert convert(save_pth(sd, str(tmp_path / "tv50.pth")), out, "torchvision")["model"] == "resnet50"
+    assert convert(save_pth(sd, str(tmp_path / "tv50.pth")), out, "torchvision").model == "resnet50"
     assert np.array_equal(read_checkpoint(out)[0]["layer1.0.down_sample.1.moving_variance"].asnumpy(),
                           sd["layer1.0.downsample.1.running_var"])
 
