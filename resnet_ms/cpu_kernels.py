@@ -24,7 +24,8 @@ Status (RESNET_MS_KERNELS, read once at import):
     stay on MindSpore's, for speed: these kernels gain through AVX-512
     (ResNet-50 1.94x uncapped), but oneDNN's AVX2 cap (runtime.apply_cpu_fast_path)
     is process-wide and MindSpore's own convolutions need it; under it they
-    gain 1.13x on ResNet-50 and lose on ResNet-18 (0.91x; benchmarks/RESULTS.md run 4).
+    gain about 1.13x on ResNet-50 and lose on ResNet-18 (about 0.91x; two scripts
+    of the same day, benchmarks/RESULTS.md run 4).
     Their numbers are right there too: in a whole ResNet-18 step the two sides
     differ from layer2.1's first BatchNorm down (up to 3.6e-2 relative), and
     a float64 computation of the same step (tests/reference64.py) puts ours
