@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 
 import yaml
 
-from .data import CIFAR10_URL, DATASETS
+from .data import CIFAR10_URL, DATASETS, PAD_MODES
 from . import cli
 from .errors import UserError
 from .tta import TTA
@@ -34,6 +34,10 @@ class TrainConfig:
     val_split: float = field(default=0.1, metadata={"help": "held-out validation: fraction (<1) or count; 0 selects on test"})
     image_size: int = field(default=32, metadata={"help": "network input size (the course fine-tunes at 32)"})
     bad_images: str = field(default="stop", metadata={"help": "image folders: stop on a truncated/unreadable image, or skip it"})
+    translate: int = field(default=4, metadata={"help": "32-px training: random shifts of up to this many "
+                                                        "pixels each way (the course's 4; 0: flips only)"})
+    pad_mode: str = field(default="zeros", metadata={"help": "what the shifts bring in: zeros (the course's) "
+                                                             "or reflect (the image's mirror, airbench's)"})
     num_workers: int = field(default=2, metadata={"help": "data workers (2 cores: more only compete with compute)"})
     # model
     model: str = field(default="resnet50", metadata={"help": "|".join(MODEL_NAMES)})
@@ -196,6 +200,8 @@ def check(cfg):
                                                             "imagenet, nopool or cifar") + " (or auto)"),
         (cfg.batch_size > 0, f"--batch_size {cfg.batch_size}: must be at least 1"),
         (cfg.epochs >= 1, f"--epochs {cfg.epochs}: must be at least 1"),
+        (0 <= cfg.translate <= 16, f"--translate {cfg.translate}: 0 to 16 pixels"),
+        (cfg.pad_mode in PAD_MODES, f"--pad_mode {cfg.pad_mode}: choose one of {', '.join(PAD_MODES)}"),
         (cfg.image_size >= 32, f"--image_size {cfg.image_size}: must be at least 32"),
         (cfg.image_size <= 1024, f"--image_size {cfg.image_size}: at most 1024 (ResNets are trained at 32-448)"),
         (bool(cfg.data_dir), "--data_dir: empty; give the data folder"),

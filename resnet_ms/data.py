@@ -229,14 +229,24 @@ def open_source(dataset, data_dir, val_split=0.1, seed=0, data_url=CIFAR10_URL, 
 
 # ---------------------------------------------------------------- transforms and loaders
 
-def image_transforms(kind, train, image_size, mean, std):
+PAD_MODES = ("zeros", "reflect")
+
+
+def image_transforms(kind, train, image_size, mean, std, translate=4, pad_mode="zeros"):
     """The per-image ops. Rescale(1/255) and Normalize are folded into one
-    Normalize on 0-255 values: the same numbers, one pass over the pixels fewer."""
+    Normalize on 0-255 values: the same numbers, one pass over the pixels fewer.
+
+    32-px training images are shifted by up to `translate` pixels each way (a
+    random crop of the image padded with zeros, the course's, or its mirror
+    image, airbench's) and flipped; translate 0 only flips."""
     import mindspore.dataset.vision as V
     ops = []
     if kind == "cifar10":
-        if train:  # the course's augmentation for 32 px images
-            ops += [V.RandomCrop(32, padding=4), V.RandomHorizontalFlip()]
+        if train and translate:
+            border = V.Border.REFLECT if pad_mode == "reflect" else V.Border.CONSTANT
+            ops.append(V.RandomCrop(32, padding=translate, padding_mode=border))
+        if train:
+            ops.append(V.RandomHorizontalFlip())
         if image_size != 32:
             ops.append(V.Resize(image_size))
     elif train:
@@ -273,7 +283,7 @@ def loader_indices(indices, *, train=False, seed=0, epoch=0, batch_size=1, limit
 
 
 def make_loader(source, split, batch_size, image_size, mean, std, *, train=False,
-                seed=0, epoch=0, limit_batches=None, shard=(0, 1), workers=2):
+                seed=0, epoch=0, limit_batches=None, shard=(0, 1), workers=2, translate=4, pad_mode="zeros"):
     """A batched dataset of (float32 NCHW image, int32 label) for one split/epoch.
 
     Training drops the last partial batch (a fixed shape avoids recompiling
@@ -287,7 +297,7 @@ def make_loader(source, split, batch_size, image_size, mean, std, *, train=False
     if train:
         ds.config.set_seed(seed * 1000 + epoch)  # the random crops and flips of this epoch
     data = source.leaf(split, indices, workers)
-    data = data.map(image_transforms(source.kind, train, image_size, mean, std),
+    data = data.map(image_transforms(source.kind, train, image_size, mean, std, translate, pad_mode),
                     input_columns="image", num_parallel_workers=workers)
     data = data.map(T.TypeCast(ms.int32), input_columns="label")
     return data.batch(batch_size, drop_remainder=train)

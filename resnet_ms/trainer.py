@@ -281,8 +281,8 @@ def run_epoch(cfg, s, epoch, first, st, loader_args):
     (train stats, kept network, eval result or None). With --keep last and no validation
     split, only the last epoch is evaluated: the test split only reports."""
     net = st.net
-    train_loader = make_loader(s.source, "train", train=True, epoch=epoch,
-                               limit_batches=cfg.limit_train_batches, **loader_args)
+    train_loader = make_loader(s.source, "train", train=True, epoch=epoch, limit_batches=cfg.limit_train_batches,
+                               translate=cfg.translate, pad_mode=cfg.pad_mode, **loader_args)
     hint = f"Lower --lr (now {cfg.lr:g})" + (", or train in float32 (--amp_level O0)" if st.scaler else "") + "."
     tr = train_one_epoch(st.train, net, train_loader, f"epoch {epoch}", skip_first=first,
                          log_interval=cfg.log_interval, lrs=st.lrs, first_step=(epoch - 1) * s.steps, lr_hint=hint,

@@ -44,6 +44,9 @@ CASES = [
     ("train.py", ["--data_dir", "{data}", "--stem", "small"], "--stem small: resnet18 takes --stem imagenet, nopool"),
     ("train.py", ["--data_dir", "{data}", "--schedule", "step"], "--schedule step: choose one of cosine, linear"),
     ("train.py", ["--data_dir", "{data}", "--tta", "mirror"], "--tta mirror: choose one of none, flip"),
+    ("train.py", ["--data_dir", "{data}", "--translate", -1], "--translate -1: 0 to 16 pixels"),
+    ("train.py", ["--data_dir", "{data}", "--translate", 40], "--translate 40: 0 to 16 pixels"),
+    ("train.py", ["--data_dir", "{data}", "--pad_mode", "edge"], "--pad_mode edge: choose one of zeros, reflect"),
     # eval.py
     ("eval.py", ["--ckpt", "{ckpt}", "--data_dir", "{data}", "--limit_batches", -1], "--limit_batches -1: must be 0 or more"),
     ("eval.py", ["--ckpt", "{tmp}", "--data_dir", "{data}"], "a folder; pass a checkpoint file in it"),

@@ -119,3 +119,26 @@ def test_a_whole_resnet18_step_is_closer_to_float64_on_resnet_ms_kernels_than_on
     assert max(ours.values()) < 3e-3, sorted(ours.items(), key=lambda kv: -kv[1])[:3]
     worst = max(theirs, key=theirs.get)  # where MindSpore's side is furthest from float64 ...
     assert worst.startswith("layer2.1.") and theirs[worst] > 10 * ours[worst]  # ... ours is 10x closer
+
+
+TIMED = ("import numpy as np, resnet_ms, mindspore as ms; from resnet_ms import build_model, cpu_kernels;"
+         "ms.set_context(mode=ms.GRAPH_MODE); net = build_model('resnet_hour', 10); net.set_train(False);"
+         "x = ms.Tensor(np.zeros((4, 3, 32, 32), np.float32));"
+         "[net(x).asnumpy() for _ in range(3)]; print(cpu_kernels.active())")
+
+
+def test_kernel_times_name_each_op_and_shape_and_count_the_calls():
+    """RESNET_MS_KERNEL_TIMES=1: the per-operator table (benchmarks/RESULTS.md) at exit."""
+    env = dict(os.environ, RESNET_MS_KERNELS="auto", RESNET_MS_KERNEL_TIMES="1", PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-c", TIMED], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if proc.stdout.split()[-1] != "True":
+        pytest.skip("the kernels cannot be built here")
+    rows = [line.split() for line in proc.stderr.splitlines() if line.startswith("  ") and " calls " in line]
+    calls = {row[-1]: int(row[2]) for row in rows}
+    # 3 evaluations of resnet_hour at batch 4: the stem's 2x2 conv on 4x3x32x32, and the 3x3
+    # convolutions of the last stage's block (two, on 4x256x3x3) with their BatchNorms
+    assert calls["Conv2DExt|4,3,32,32,|24,3,2,2,"] == 3
+    assert calls["Conv2DExt|4,256,3,3,|256,256,3,3,"] == 6
+    assert calls["BatchNormExt|4,256,3,3,|256,"] == 9  # and the stage's own after its max-pool
+    assert "resnet_ms kernel times:" in proc.stderr and all(float(row[0]) >= 0 for row in rows)

@@ -185,3 +185,32 @@ def test_archive_entries_escaping_the_folder_are_refused(http_server, tmp_path):
         locate_cifar10(str(tmp_path / "d"), f"{url}/evil.tar.gz")
     assert not (tmp_path / "escaped.txt").exists()
     assert not (tmp_path / "d" / "cifar-10-batches-bin").exists()
+
+
+def _views(image, translate, pad_mode):
+    """Every image training may make of `image` (CHW uint8): shifts of up to `translate`
+    pixels each way, with zeros or the mirror image brought in, each flipped or not."""
+    padded = np.pad(image, ((0, 0), (translate,) * 2, (translate,) * 2),
+                    mode="reflect" if pad_mode == "reflect" else "constant")
+    size = image.shape[1]
+    crops = [padded[:, y:y + size, x:x + size] for y in range(2 * translate + 1) for x in range(2 * translate + 1)]
+    return np.stack(crops + [c[:, :, ::-1] for c in crops])
+
+
+@pytest.mark.parametrize("translate, pad_mode", [(2, "reflect"), (4, "zeros"), (0, "zeros")])
+def test_training_images_are_shifted_copies_with_the_asked_border(synthetic_cifar, translate, pad_mode):
+    src = open_source("cifar10", synthetic_cifar, val_split=0.1, seed=0)
+    loader = make_loader(src, "train", 64, 32, (0, 0, 0), (1 / 255,) * 3, train=True, epoch=1, limit_batches=1,
+                         translate=translate, pad_mode=pad_mode)
+    images, _ = next(loader.create_tuple_iterator(output_numpy=True))
+    order = loader_indices(src.indices("train"), train=True, seed=0, epoch=1, batch_size=64, limit_batches=1)
+    train = np.concatenate([np.fromfile(os.path.join(synthetic_cifar, f"data_batch_{i}.bin"), np.uint8)
+                            .reshape(10000, 3073) for i in range(1, 6)])
+    originals = train[order, 1:].reshape(-1, 3, 32, 32)
+    shifts = set()
+    for got, original in zip(np.rint(images).astype(np.uint8), originals):
+        matches = np.flatnonzero((_views(original, translate, pad_mode) == got).all(axis=(1, 2, 3)))
+        assert len(matches), "an augmented image is no shifted/flipped copy of its original"
+        shifts.add(int(matches[0]) % (2 * translate + 1) ** 2)
+    if translate:  # 64 random images take several of the 25 or 81 shifts, not only the centre
+        assert len(shifts) > 3

@@ -25,6 +25,7 @@
 //                    training, eps, output_mask -> dx, dweight, dbias
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
@@ -501,12 +502,54 @@ int BatchNormBackward(const Args &a) {
   return 0;
 }
 
+// RESNET_MS_KERNEL_TIMES=1: wall time per op and input shape, summed over the run and
+// printed on stderr when the process exits: how much of a training step these kernels
+// take, and which of them (benchmarks/RESULTS.md's per-operator accounts).
+class Timings {
+ public:
+  static Timings &Get() {
+    static Timings t;
+    return t;
+  }
+  bool on = std::getenv("RESNET_MS_KERNEL_TIMES") != nullptr;
+  void Add(const std::string &key, double seconds) {
+    std::lock_guard<std::mutex> lk(lock_);
+    auto &e = table_[key];
+    e.first += seconds;
+    e.second += 1;
+  }
+  ~Timings() {
+    if (!on) return;
+    double total = 0;
+    for (const auto &kv : table_) total += kv.second.first;
+    std::fprintf(stderr, "resnet_ms kernel times: %.3f s in all\n", total);
+    for (const auto &kv : table_)
+      std::fprintf(stderr, "  %9.3f s %7ld calls  %s\n", kv.second.first, kv.second.second, kv.first.c_str());
+  }
+
+ private:
+  std::mutex lock_;
+  std::map<std::string, std::pair<double, long>> table_;
+};
+
+const bool kDebug = std::getenv("RESNET_MS_KERNEL_DEBUG") != nullptr;
+
 template <typename F>
-int Guarded(F body, int n, void **p, int *nd, int64_t **sh, const char **dtype, void *extra) {
+int Timed(const char *name, F body, const Args &a) {
+  if (!Timings::Get().on) return body(a);
+  const auto start = std::chrono::steady_clock::now();
+  const int status = body(a);
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+  Timings::Get().Add(Key(name, {a.Shape(0), a.Shape(1)}), took.count());
+  return status;
+}
+
+template <typename F>
+int Guarded(const char *name, F body, int n, void **p, int *nd, int64_t **sh, const char **dtype, void *extra) {
   Args a{n, p, nd, sh, dtype};
   // RESNET_MS_KERNEL_DEBUG=1: every call's pointers and shapes, and any strided (view)
   // input, on stderr: the tool for the open whole-network mismatch (cpu_kernels.py).
-  if (std::getenv("RESNET_MS_KERNEL_DEBUG")) {
+  if (kDebug) {
     std::fprintf(stderr, "op n=%d", n);
     for (int i = 0; i < n; ++i) {
       std::fprintf(stderr, " %p[", p[i]);
@@ -530,7 +573,7 @@ int Guarded(F body, int n, void **p, int *nd, int64_t **sh, const char **dtype, 
   }
   try {
     std::lock_guard<std::mutex> lk(Ctx().lock);
-    return body(a);
+    return Timed(name, body, a);
   } catch (const dnnl::error &e) {
     std::fprintf(stderr, "resnet_ms oneDNN kernel: %s (status %d)\n", e.what(), static_cast<int>(e.status));
     return 2;
@@ -555,7 +598,7 @@ bool IsKernelRegistered(const char *name) {
 
 #define RESNET_MS_OP(NAME, BODY)                                                                  \
   int NAME(int n, void **p, int *nd, int64_t **sh, const char **dtype, void *, void *extra) {  \
-    return Guarded(BODY, n, p, nd, sh, dtype, extra);                                           \
+    return Guarded(#NAME, BODY, n, p, nd, sh, dtype, extra);                                    \
   }
 RESNET_MS_OP(Conv2DExt, ConvForward)
 RESNET_MS_OP(ConvolutionGrad, ConvBackward)
