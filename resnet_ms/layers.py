@@ -1,10 +1,10 @@
-"""The convolution and BatchNorm cells of the networks, with the CPU fast paths.
+"""The convolution, BatchNorm and max-pool cells of the networks, with the CPU fast paths.
 
-Both are the standard cells (nn.Conv2d, nn.BatchNorm2d: the same parameters,
-names and checkpoints); what changes is how they run, fixed when a network is
-built:
-  - `onednn`: through `mindspore.mint`'s conv2d and batch_norm, whose ops
-    MindSpore routes to resnet_ms's oneDNN kernels (cpu_kernels.py);
+They are the standard cells (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d: the same
+parameters, names and checkpoints); what changes is how they run, fixed when a
+network is built:
+  - `onednn`: through `mindspore.mint`'s conv2d, batch_norm and max_pool2d, whose
+    ops MindSpore routes to resnet_ms's kernels (cpu_kernels.py);
   - `dense` (convolutions only): on 1x1/2x2 maps as one matrix product (smallmap.py);
   - otherwise MindSpore's own ops, as for export and on GPU/Ascend.
 """
@@ -77,4 +77,18 @@ class BatchNorm2d(nn.BatchNorm2d):
             training = self.training if self.use_batch_statistics is None else self.use_batch_statistics
             return mint.nn.functional.batch_norm(x, self.moving_mean, self.moving_variance, self.gamma,
                                                  self.beta, training, self.momentum, self.eps)
+        return super().construct(x)
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """A k x k max-pool of stride k without padding (SmallResNet's 2x2 pools)."""
+
+    def __init__(self, kernel_size, onednn=False):
+        super().__init__(kernel_size=kernel_size, stride=kernel_size)
+        self.onednn = onednn
+        self.size = kernel_size
+
+    def construct(self, x):
+        if self.onednn:  # MindSpore's own CPU gradient of this pool is slower than a convolution
+            return mint.nn.functional.max_pool2d(x, self.size, self.size)
         return super().construct(x)

@@ -18,7 +18,7 @@ weights under another convention give logits that are off by percents, so
 from mindspore import nn
 from mindspore.common.initializer import HeNormal, Zero
 
-from .layers import BatchNorm2d, Conv2d
+from .layers import BatchNorm2d, Conv2d, MaxPool2d
 from .runtime import onednn_layers, small_maps_as_matmul, verified_layers
 
 # Convolutions: He-normal on fan-out, as in the ResNet paper's code; the course
@@ -208,7 +208,7 @@ class SmallResNet(nn.Cell):
         self.conv1 = conv(3, STEM_WIDTH, 2, 1, "valid")
         self.norm = norm(STEM_WIDTH)
         self.relu = nn.ReLU()
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.pool = MaxPool2d(2, onednn=onednn_layers())
         channels, stages = STEM_WIDTH, []
         for width, n in zip(widths, blocks):
             # no residual blocks: a plain conv-pool stage, which make_layer cannot express

@@ -11,6 +11,8 @@ of the largest relative differences (loss, each gradient, running statistics).
     python tests/kernel_check.py mixed resnet18 16 32 pytorch nopool
         (MindSpore's convolutions with our BatchNorm, against our convolutions with
         MindSpore's BatchNorm: each of our ops against MindSpore's inside a whole network)
+    python tests/kernel_check.py pool 16 64 31 2
+        (a 1x1 conv, then a k x k max-pool: batch, channels, size, k; only the pool differs)
     python tests/kernel_check.py perturbed resnet18 16 32 pytorch nopool 1e-6
         (MindSpore's kernels on both sides, the second input scaled by 1 + 1e-6 * noise:
         how far a rounding-sized change moves the whole network's own gradients)
@@ -25,7 +27,7 @@ import mindspore as ms
 from mindspore import nn
 
 from resnet_ms import cpu_kernels, models
-from resnet_ms.layers import BatchNorm2d, Conv2d
+from resnet_ms.layers import BatchNorm2d, Conv2d, MaxPool2d
 from resnet_ms.runtime import native_layers
 
 
@@ -59,6 +61,19 @@ class Stage(nn.Cell):
         return self.fc(self.stage(self.conv0(x)).mean(axis=(2, 3)))
 
 
+class Pool(nn.Cell):
+    """A 1x1 conv (MindSpore's on both sides), then a k x k max-pool, then a classifier."""
+
+    def __init__(self, channels, k, onednn):
+        super().__init__()
+        self.conv0 = Conv2d(channels, channels, 1, 1, pad_mode="same", has_bias=False)
+        self.conv1 = MaxPool2d(k, onednn=onednn)  # named conv1: main() reads fast.conv1.onednn
+        self.fc = nn.Dense(channels, 10)
+
+    def construct(self, x):
+        return self.fc(self.conv1(self.conv0(x)).mean(axis=(2, 3)))
+
+
 def _use(net, kind):
     """Only `kind` (Conv2d or BatchNorm2d) keeps our kernels; the other runs MindSpore's."""
     for _, cell in net.cells_and_names():
@@ -86,6 +101,10 @@ def networks(argv):
         with native_layers():
             native = Stage(in_ch, out_ch, stride, blocks, argv[7])
         fast = Stage(in_ch, out_ch, stride, blocks, argv[7])
+    elif argv[0] == "pool":
+        batch, channels, size, k = map(int, argv[1:5])
+        ms.set_seed(3)
+        native, fast = Pool(channels, k, False), Pool(channels, k, True)
     elif argv[0] == "block":
         batch, channels, size, stride = map(int, argv[1:5])
         shape = (int(argv[5]), argv[6]) if len(argv) > 6 else ()  # conv1's kernel and padding
@@ -107,7 +126,7 @@ def networks(argv):
         a.set_data(ms.Tensor(value))
         b.set_data(ms.Tensor(value))
     rng = np.random.default_rng(1)
-    channels = int(argv[2]) if argv[0] in ("block", "stage") else 3
+    channels = int(argv[2]) if argv[0] in ("block", "stage", "pool") else 3
     x = ms.Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
     y = ms.Tensor(rng.integers(0, 10, batch).astype(np.int32))
     if argv[0] == "perturbed":
@@ -153,7 +172,7 @@ def main(argv):
     print(json.dumps({"kernels": cpu_kernels.describe(), "onednn": bool(meant),
                       "loss": abs(loss_f - loss_n) / abs(loss_n), "grads": grads,
                       "eval": rel(logits_n, logits_f),
-                      "stats": max(rel(stats_n[k], stats_f[k]) for k in stats_n)}))
+                      "stats": max((rel(stats_n[k], stats_f[k]) for k in stats_n), default=0.0)}))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,14 @@ def test_one_block_matches_mindspores_kernels(batch, channels, size, stride):
     assert max(out["grads"].values()) < 1e-4, out["grads"]
 
 
+# SmallResNet's 2x2 pools on odd and even maps (31 -> 15, 15 -> 7, 7 -> 3), and a 3x3 one
+@pytest.mark.parametrize("batch, channels, size, k", [(8, 16, 31, 2), (8, 32, 15, 2), (8, 64, 7, 2), (4, 8, 10, 2),
+                                                     (4, 8, 11, 3)])
+def test_max_pool_matches_mindspores(batch, channels, size, k):
+    out = check("pool", batch, channels, size, k)
+    assert out["loss"] < 1e-6 and out["eval"] < 1e-6 and max(out["grads"].values()) < 1e-6, out["grads"]
+
+
 # A 1x1 conv in front of a ResNet stage, so that the stage's strided convolution and its
 # projection shortcut also compute the gradient of their input.
 @pytest.mark.parametrize("args", [(16, 64, 128, 16, 2, 2, "pytorch"), (16, 128, 128, 8, 1, 2, "pytorch"),

@@ -1,5 +1,5 @@
 // CPU kernels for MindSpore's op plugin (MS_OP_PLUGIN_PATH): convolution through
-// oneDNN's blocked-layout primitives, BatchNorm as plain loops over NCHW.
+// oneDNN's blocked-layout primitives, BatchNorm and max-pool as plain loops over NCHW.
 //
 // Why: MindSpore 2.10's own CPU Conv2D kernels describe every tensor to oneDNN
 // as plain NCHW, which leaves oneDNN only its slow gemm (or, at AVX-512, its
@@ -23,6 +23,9 @@
 //                    -> y, save_mean, save_invstd   (momentum as PyTorch's: new = (1-m) old + m batch)
 //   BatchNormGradExt dy, x, weight, running_mean, running_var, save_mean, save_invstd,
 //                    training, eps, output_mask -> dx, dweight, dbias
+//   MaxPoolWithMask  x, kernel_size, strides, pads, dilation, ceil_mode, argmax_type -> y, mask
+//   MaxPoolGradWithMask x, dy, mask, kernel_size, strides, pads, dilation, ceil_mode,
+//                    argmax_type -> dx
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -502,6 +505,101 @@ int BatchNormBackward(const Args &a) {
   return 0;
 }
 
+// ---------------------------------------------------------------- max-pool
+
+// MindSpore's own CPU max-pool gradient is slow (a 2x2 pool of 256x64x31x31 took longer
+// than the convolution beside it); `mint.nn.functional.max_pool2d` compiles to these two
+// ops, which MindSpore has no CPU kernel for. Windows without padding or dilation, floor
+// mode. The gradient finds each window's maximum again in x (the first one on ties, as
+// the forward's index says), so it does not depend on how the mask output is laid out.
+struct PoolShape {
+  int64_t planes, h, w, oh, ow, kh, kw, sh, sw;
+};
+
+bool ReadPool(const Args &a, int x, int first, PoolShape *s) {
+  if (a.nd[x] != 4 || !a.IsF32(x)) return false;
+  const auto k = a.Pair(first), st = a.Pair(first + 1), pad = a.Pair(first + 2), dil = a.Pair(first + 3);
+  if (pad[0] || pad[1] || dil[0] != 1 || dil[1] != 1 || a.Bool(first + 4)) return false;
+  const auto d = a.Shape(x);
+  *s = {d[0] * d[1], d[2], d[3], (d[2] - k[0]) / st[0] + 1, (d[3] - k[1]) / st[1] + 1, k[0], k[1], st[0], st[1]};
+  return s->oh > 0 && s->ow > 0;
+}
+
+// Offset in the plane of the first maximum of output pixel (i, j)'s window.
+inline int64_t ArgMax(const float *plane, const PoolShape &s, int64_t i, int64_t j) {
+  int64_t best = i * s.sh * s.w + j * s.sw;
+  for (int64_t u = 0; u < s.kh; ++u)
+    for (int64_t v = 0; v < s.kw; ++v) {
+      const int64_t at = (i * s.sh + u) * s.w + j * s.sw + v;
+      if (plane[at] > plane[best]) best = at;
+    }
+  return best;
+}
+
+// The 2x2 stride-2 case of the gradient: each window's four pixels get the output
+// gradient or 0, the first maximum winning ties (as ArgMax); rows and columns that no
+// window covers (odd sizes) get 0.
+void Pool2x2Backward(const float *x, const float *g, float *dx, const PoolShape &s) {
+  for (int64_t i = 0; i < s.oh; ++i) {
+    const float *r0 = x + 2 * i * s.w, *r1 = r0 + s.w;
+    float *d0 = dx + 2 * i * s.w, *d1 = d0 + s.w;
+    for (int64_t j = 0; j < s.ow; ++j) {
+      const float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1], v = g[i * s.ow + j];
+      const float m = std::max(std::max(a, b), std::max(c, d));
+      const bool pa = a == m, pb = !pa && b == m, pc = !pa && !pb && c == m, pd = !pa && !pb && !pc;
+      d0[2 * j] = pa ? v : 0.0f;
+      d0[2 * j + 1] = pb ? v : 0.0f;
+      d1[2 * j] = pc ? v : 0.0f;
+      d1[2 * j + 1] = pd ? v : 0.0f;
+    }
+    if (s.w > 2 * s.ow) d0[s.w - 1] = d1[s.w - 1] = 0.0f;
+  }
+  if (s.h > 2 * s.oh) std::fill(dx + (s.h - 1) * s.w, dx + s.h * s.w, 0.0f);
+}
+
+// MaxPoolWithMask: x, kernel_size, strides, pads, dilation, ceil_mode, argmax_type -> y, mask
+int MaxPoolForward(const Args &a) {
+  PoolShape s;
+  if (a.n != 9 || !ReadPool(a, 0, 1, &s)) return 1;
+  const float *x = a.F(0);
+  float *y = a.F(7);
+  // The mask is written as indices in the plane (PyTorch's) when it has their shape and type.
+  const bool indices = !a.IsNone(8) && std::strcmp(a.dtype[8], "int64") == 0 && a.nd[8] == 4 &&
+                       a.sh[8][2] == s.oh && a.sh[8][3] == s.ow;
+  int64_t *mask = indices ? static_cast<int64_t *>(a.p[8]) : nullptr;
+  Ctx().pool.parallel_for(static_cast<int>(s.planes), [&](int p, int) {
+    const float *plane = x + p * s.h * s.w;
+    for (int64_t i = 0; i < s.oh; ++i)
+      for (int64_t j = 0; j < s.ow; ++j) {
+        const int64_t at = ArgMax(plane, s, i, j), o = (p * s.oh + i) * s.ow + j;
+        y[o] = plane[at];
+        if (mask) mask[o] = at;
+      }
+  });
+  return 0;
+}
+
+// MaxPoolGradWithMask: x, dy, mask, kernel_size, strides, pads, dilation, ceil_mode, argmax_type -> dx
+int MaxPoolBackward(const Args &a) {
+  PoolShape s;
+  if (a.n != 10 || !ReadPool(a, 0, 3, &s) || !a.IsF32(1)) return 1;
+  const float *x = a.F(0), *dy = a.F(1);
+  float *dx = a.F(9);
+  const bool two = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2;
+  Ctx().pool.parallel_for(static_cast<int>(s.planes), [&](int p, int) {
+    const float *plane = x + p * s.h * s.w, *g = dy + p * s.oh * s.ow;
+    float *out = dx + p * s.h * s.w;
+    if (two) {  // SmallResNet's pools: every pixel of dx written once, no scatter
+      Pool2x2Backward(plane, g, out, s);
+      return;
+    }
+    std::fill(out, out + s.h * s.w, 0.0f);
+    for (int64_t i = 0; i < s.oh; ++i)
+      for (int64_t j = 0; j < s.ow; ++j) out[ArgMax(plane, s, i, j)] += g[i * s.ow + j];
+  });
+  return 0;
+}
+
 // RESNET_MS_KERNEL_TIMES=1: wall time per op and input shape, summed over the run and
 // printed on stderr when the process exits: how much of a training step these kernels
 // take, and which of them (benchmarks/RESULTS.md's per-operator accounts).
@@ -583,7 +681,8 @@ int Guarded(const char *name, F body, int n, void **p, int *nd, int64_t **sh, co
   }
 }
 
-const char *kOps[] = {"Conv2DExt", "ConvolutionGrad", "BatchNormExt", "BatchNormGradExt"};
+const char *kOps[] = {"Conv2DExt",          "ConvolutionGrad", "BatchNormExt", "BatchNormGradExt",
+                      "MaxPoolWithMask", "MaxPoolGradWithMask"};
 
 }  // namespace
 
@@ -604,6 +703,8 @@ RESNET_MS_OP(Conv2DExt, ConvForward)
 RESNET_MS_OP(ConvolutionGrad, ConvBackward)
 RESNET_MS_OP(BatchNormExt, BatchNormForward)
 RESNET_MS_OP(BatchNormGradExt, BatchNormBackward)
+RESNET_MS_OP(MaxPoolWithMask, MaxPoolForward)
+RESNET_MS_OP(MaxPoolGradWithMask, MaxPoolBackward)
 
 // For the Python side: which oneDNN this library runs on.
 const char *ResnetMsKernelInfo() {
