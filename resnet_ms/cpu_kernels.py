@@ -1,11 +1,12 @@
-"""oneDNN blocked-layout kernels for convolution and BatchNorm on the CPU.
+"""oneDNN blocked-layout kernels for convolution, and BatchNorm and max-pool, on the CPU.
 
 MindSpore 2.10's own CPU convolution hands oneDNN plain NCHW tensors, which
-leaves it a slow gemm kernel. `csrc/onednn_ops.cc` implements the ops that
-`mindspore.mint`'s conv2d and batch_norm compile to (Conv2DExt,
-ConvolutionGrad, BatchNormExt, BatchNormGradExt) with oneDNN's fast kernels,
-against the oneDNN that MindSpore ships; MindSpore loads it as its op plugin
-(MS_OP_PLUGIN_PATH) and routes those ops to it by name.
+leaves it a slow gemm kernel, and its max-pool gradient is slower still.
+`csrc/onednn_ops.cc` implements the ops that `mindspore.mint`'s conv2d,
+batch_norm and max_pool2d compile to (Conv2DExt, ConvolutionGrad, BatchNormExt,
+BatchNormGradExt, MaxPoolWithMask, MaxPoolGradWithMask), the convolutions with
+oneDNN's fast kernels, against the oneDNN that MindSpore ships; MindSpore loads
+it as its op plugin (MS_OP_PLUGIN_PATH) and routes those ops to it by name.
 
 Status (RESNET_MS_KERNELS, read once at import):
   native: not loaded; the default of `import resnet_ms`. MindSpore 2.10's
