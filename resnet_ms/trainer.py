@@ -9,7 +9,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -37,7 +37,7 @@ log = logging.getLogger("resnet_ms")
 LOSS_LIMIT = 100
 # The schedule and the data order depend on these: a change would not be a resume.
 RESUME_MUST_MATCH = ("model", "stem", "dataset", "batch_size", "epochs", "image_size", "seed", "schedule",
-                     "ema_decay", "whiten")
+                     "ema_decay", "whiten", "translate", "pad_mode")
 WHITENING_IMAGES = 5000  # training images whose patches set the whitening stem (a 12x12 covariance)
 
 
@@ -70,7 +70,9 @@ def amp_setup(cfg, device):
 
 
 def _check_resume(record, cfg, num_classes, last_path):
-    changed = [k for k in RESUME_MUST_MATCH if record.config.get(k) != getattr(cfg, k)]
+    # a field the run's checkpoint does not name had its default then (it came later)
+    defaults = {f.name: f.default for f in fields(config_lib.TrainConfig)}
+    changed = [k for k in RESUME_MUST_MATCH if record.config.get(k, defaults[k]) != getattr(cfg, k)]
     if record.num_classes != num_classes:
         changed.append("num_classes")
     if changed:

@@ -249,3 +249,22 @@ def test_predict_applies_the_recipes_tta_as_evaluation_does(recipe_run, syntheti
         for row, p in zip(rows, want):
             got = {row[f"class_{k}"]: float(row[f"prob_{k}"]) for k in range(1, 11)}
             assert [got[c] for c in record.class_names] == pytest.approx(p, abs=1e-5)
+
+
+def test_resume_refuses_other_shifts_and_reads_older_runs_as_the_defaults():
+    from dataclasses import replace
+    from resnet_ms.checkpoint import CheckpointRecord
+    from resnet_ms.config import TrainConfig, to_dict
+    from resnet_ms.errors import UserError
+    from resnet_ms.trainer import _check_resume
+    cfg = TrainConfig(model="resnet_hour", stem="small", translate=2, pad_mode="reflect")
+    record = CheckpointRecord("resnet_hour", 10, tuple("abcdefghij"), 32, (), (), stem="small", config=to_dict(cfg))
+    _check_resume(record, cfg, 10, "last.ckpt")  # the same run: fine
+    with pytest.raises(UserError, match="other translate, pad_mode"):
+        _check_resume(record, replace(cfg, translate=4, pad_mode="zeros"), 10, "last.ckpt")
+    older = {k: v for k, v in to_dict(TrainConfig(model="resnet_hour", stem="small")).items()
+             if k not in ("translate", "pad_mode")}  # a run made before these fields existed
+    record = CheckpointRecord("resnet_hour", 10, tuple("abcdefghij"), 32, (), (), stem="small", config=older)
+    _check_resume(record, TrainConfig(model="resnet_hour", stem="small"), 10, "last.ckpt")
+    with pytest.raises(UserError, match="other translate"):
+        _check_resume(record, replace(cfg, pad_mode="zeros"), 10, "last.ckpt")
