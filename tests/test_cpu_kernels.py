@@ -102,11 +102,14 @@ def test_a_whole_small_image_resnet_step_matches_mindspores_kernels():
     assert max(out["grads"].values()) < 1e-4, sorted(out["grads"].items(), key=lambda kv: -kv[1])[:3]
 
 
-def test_rounding_sized_input_changes_move_a_resnets_gradients_by_rounding_sized_amounts():
+def test_rounding_sized_input_changes_move_a_resnets_gradients_far_less_than_the_gap_below():
     """Why the ResNet-18 difference below is systematic and not chaos: MindSpore's own network,
-    fed inputs changed by 1e-6 relative, moves no gradient by more than about 1e-5."""
+    fed inputs changed by 1e-6 relative, moves its gradients far less than its 3.6e-2 distance
+    from float64. How far depends on the instance: about 1e-5 on the AVX-512 one (2026-11-25),
+    1.2e-3 on an AVX2-only one (2026-12-03; layer2.1.conv1.weight, the same block); both are
+    at least 30x below that gap."""
     out = check("perturbed", "resnet18", 16, 32, "pytorch", "nopool", 1e-6)
-    assert max(out["grads"].values()) < 1e-4
+    assert max(out["grads"].values()) < 3.6e-3
 
 
 def test_a_whole_resnet18_step_is_closer_to_float64_on_resnet_ms_kernels_than_on_mindspores():
