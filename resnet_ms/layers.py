@@ -89,6 +89,6 @@ class MaxPool2d(nn.MaxPool2d):
         self.size = kernel_size
 
     def construct(self, x):
-        if self.onednn:  # MindSpore's own CPU gradient of this pool is slower than a convolution
+        if self.onednn:  # MindSpore's own CPU gradient of this pool is slow (benchmarks/RESULTS.md run 7)
             return mint.nn.functional.max_pool2d(x, self.size, self.size)
         return super().construct(x)
