@@ -21,26 +21,39 @@ log = logging.getLogger("resnet_ms")
 
 
 def apply_cpu_fast_path():
-    """Cap oneDNN at AVX2 on AVX-512 CPUs, unless the user set the variable.
+    """Cap oneDNN at AVX2 on AVX-512 CPUs for MindSpore's convolutions, unless the user set it.
 
     At the AVX-512 level, MindSpore 2.10's oneDNN runs 3x3 convolutions in
     plain NCHW with its reference kernel (`ncsp:conv+ref`), about 60x slower
     than the AVX2 gemm kernel on the same layer; a ResNet-50 training step was
-    about 8x faster with the cap. CPUs without AVX-512 are unaffected.
+    about 8x faster with the cap. resnet_ms's own kernels are the other way
+    round (resnet_hour 1.31x faster uncapped, benchmarks/RESULTS.md run 8), so
+    with them loaded the cap waits for the first network built on MindSpore's
+    convolutions (`native_layers`): oneDNN reads the setting at its first
+    kernel, not at import. CPUs without AVX-512 are unaffected.
     Returns the one-line description that is logged.
     """
     if "mindspore" in sys.modules and "ONEDNN_MAX_CPU_ISA" not in os.environ:
         return "cpu fast path: not applied (mindspore was imported before resnet_ms)"
-    if "ONEDNN_MAX_CPU_ISA" not in os.environ and cpu_kernels.forced():
-        return "oneDNN ISA: uncapped (every network runs on resnet_ms's kernels, with their AVX-512 paths)"
     if "ONEDNN_MAX_CPU_ISA" in os.environ:
         return f"cpu fast path: ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']} (set by you)"
-    if "avx512f" in cpu_info()["flags"]:
-        os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
-        return "cpu fast path: ONEDNN_MAX_CPU_ISA=AVX2 (AVX-512 CPU; set it yourself to override)"
-    return "cpu fast path: not needed (no AVX-512)"
+    if "avx512f" not in cpu_info()["flags"]:
+        return "cpu fast path: not needed (no AVX-512)"
+    if cpu_kernels.forced():
+        return "oneDNN ISA: uncapped (every network runs on resnet_ms's kernels, with their AVX-512 paths)"
+    if cpu_kernels.active():
+        _isa["deferred"] = True
+        return "oneDNN ISA: uncapped for resnet_ms's kernels; AVX2 once a network is built on MindSpore's"
+    return _cap_isa()
 
 
+def _cap_isa():
+    _isa["deferred"] = False
+    os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    return "cpu fast path: ONEDNN_MAX_CPU_ISA=AVX2 (AVX-512 CPU; set it yourself to override)"
+
+
+_isa = {"deferred": False}  # the AVX2 cap waits for a network on MindSpore's convolutions
 KERNELS = cpu_kernels.enable()
 FAST_PATH = apply_cpu_fast_path()
 _native_layers = []  # inside native_layers(): networks are built with MindSpore's own ops
@@ -49,6 +62,8 @@ _native_layers = []  # inside native_layers(): networks are built with MindSpore
 @contextlib.contextmanager
 def native_layers():
     """Build networks with the standard ops inside this block (export, mixed precision)."""
+    if _isa["deferred"]:  # before MindSpore's first convolution kernel reads it
+        log.info("%s: a network on MindSpore's convolutions", _cap_isa())
     _native_layers.append(True)
     try:
         yield

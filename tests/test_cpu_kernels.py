@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO, one_error_line, run_script
 
 from resnet_ms import cpu_kernels
+from resnet_ms.machine import cpu_info
 
 
 def check(*args):
@@ -39,6 +40,34 @@ def test_off_by_default_and_auto_uses_them_only_for_verified_networks():
     if flags[0] != "True":
         pytest.skip("the kernels cannot be built here")
     assert flags[1:] == ["True", "True", "False", "False"]
+
+
+ISA_PROBE = ("import sys, numpy as np, resnet_ms, mindspore as ms; ms.set_context(mode=ms.GRAPH_MODE);"
+             "net = resnet_ms.build_model(sys.argv[1], 10); net.set_train(False);"
+             "print(net(ms.Tensor(np.zeros((2, 3, 32, 32), np.float32))).shape, resnet_ms.cpu_kernels.active())")
+
+
+@pytest.mark.parametrize("model", ["resnet_hour", "resnet18"])
+def test_the_avx2_cap_waits_for_a_network_on_mindspores_convolutions(model):
+    """On AVX-512 CPUs, oneDNN is capped at AVX2 for MindSpore's convolutions but not
+    for resnet_ms's kernels; under auto the cap is set when such a network is built,
+    and oneDNN (which reads it at its first kernel, as its log's isa line shows) obeys."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    env.update(RESNET_MS_KERNELS="auto", PYTHONPATH=REPO, ONEDNN_VERBOSE="1")
+    proc = subprocess.run([sys.executable, "-c", ISA_PROBE, model], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shape, active = proc.stdout.splitlines()[-1].rsplit(" ", 1)
+    if active != "True":
+        pytest.skip("the kernels cannot be built here")
+    assert shape == "(2, 10)"
+    isa = [line for line in proc.stdout.splitlines() if ",info,cpu,isa:" in line]
+    assert len(isa) == 1, proc.stdout[-2000:]
+    avx512 = "avx512f" in cpu_info()["flags"]
+    if model == "resnet18" or not avx512:
+        assert isa[0].endswith("isa:Intel AVX2")
+    else:
+        assert "AVX-512" in isa[0]
 
 
 EAGER_VIEW = ("import numpy as np, resnet_ms, mindspore as ms; from mindspore import ops, Tensor;"
