@@ -25,6 +25,10 @@ sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
 
+# Measure what the scripts run: their default loads resnet_ms's CPU kernels (train.py);
+# RESNET_MS_KERNELS=native measures MindSpore's own.
+os.environ.setdefault("RESNET_MS_KERNELS", "auto")
+
 import resnet_ms  # noqa: E402,F401  (first: the CPU fast path must be set before MindSpore loads)
 from resnet_ms.machine import cpu_info  # noqa: E402
 from resnet_ms.runtime import FAST_PATH, KERNELS, init_context  # noqa: E402

@@ -15,6 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+# Measure what the scripts run: their default loads resnet_ms's CPU kernels (train.py);
+# RESNET_MS_KERNELS=native measures MindSpore's own.
+os.environ.setdefault("RESNET_MS_KERNELS", "auto")
+
 import resnet_ms  # noqa: E402,F401  (first: the CPU fast path before MindSpore loads)
 import mindspore as ms  # noqa: E402
 from mindspore import nn  # noqa: E402

@@ -19,20 +19,18 @@ Status (RESNET_MS_KERNELS, read once at import):
   auto: the default of the project's scripts (train, eval, predict, visualize):
     they run in graph mode and do their eager work in NumPy, and
     `runtime.init_context` refuses --mode pynative while the kernels are
-    loaded. The small-image ResNets (resnet9, resnet_hour) run on them: their
-    whole training step matches MindSpore's kernels (every gradient to 5e-6,
-    tests/test_cpu_kernels.py) and runs 1.26x faster (batch 128). ResNet-18..152
-    stay on MindSpore's, for speed: these kernels gain through AVX-512
-    (ResNet-50 1.94x uncapped), but oneDNN's AVX2 cap (runtime.apply_cpu_fast_path)
-    is process-wide and MindSpore's own convolutions need it; under it they
-    gain about 1.13x on ResNet-50 and lose on ResNet-18 (about 0.91x; two scripts
-    of the same day, benchmarks/RESULTS.md run 4).
-    Their numbers are right there too: in a whole ResNet-18 step the two sides
-    differ from layer2.1's first BatchNorm down (up to 3.6e-2 relative), and
-    a float64 computation of the same step (tests/reference64.py) puts ours
-    within 1.2e-3 and MindSpore's 3.6e-2 away: MindSpore's float32 arithmetic
-    is the far side.
-  onednn: every network (measurement and debugging; the AVX2 cap is lifted).
+    loaded. Every network runs on them, with oneDNN uncapped (its AVX-512
+    blocked kernels; runtime.apply_cpu_fast_path caps it at AVX2 only when a
+    network is built on MindSpore's convolutions, for export or mixed precision).
+    The small-image ResNets' whole training step matches MindSpore's kernels
+    (every gradient to 5e-6, tests/test_cpu_kernels.py). In a whole ResNet-18
+    step the two sides differ from layer2.1's first BatchNorm down (up to 3.6e-2
+    relative), and a float64 computation of the same step (tests/reference64.py)
+    puts ours within 1.2e-3 and MindSpore's 3.6e-2 away: MindSpore's float32
+    arithmetic is the far side. Training ran 1.4-1.7x faster on them than on
+    MindSpore's under the cap (benchmarks/RESULTS.md runs 6 and 8).
+  onednn: as auto, and oneDNN is never capped (measurement and debugging); a
+    kernel build that fails is a warning on stderr.
 
 `enable()` runs once, from `resnet_ms/__init__` before MindSpore is imported
 (the plugin path is read when MindSpore first looks for a kernel). It compiles
@@ -74,16 +72,14 @@ def active():
 
 
 def forced():
-    """True when every network is to run on them (RESNET_MS_KERNELS=onednn), not only the verified ones."""
+    """True when they are loaded and oneDNN is never to be capped (RESNET_MS_KERNELS=onednn)."""
     return _state["active"] and choice() == "onednn"
 
 
 def describe():
     if not _state["active"]:
         return "cpu kernels: MindSpore's own (" + _state["why"] + ")"
-    which = "every network (RESNET_MS_KERNELS=onednn)" if forced() else \
-        "small-image ResNets; ResNet-18..152 on MindSpore's (RESNET_MS_KERNELS=onednn: all, =native: none)"
-    return f"cpu kernels: oneDNN blocked layouts for {which} ({_state['why']})"
+    return f"cpu kernels: oneDNN blocked layouts, resnet_ms's ({VAR}={choice()}; =native: MindSpore's) ({_state['why']})"
 
 
 def _mindspore_dir():

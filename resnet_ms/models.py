@@ -19,7 +19,7 @@ from mindspore import nn
 from mindspore.common.initializer import HeNormal, Zero
 
 from .layers import BatchNorm2d, Conv2d, MaxPool2d
-from .runtime import onednn_layers, small_maps_as_matmul, verified_layers
+from .runtime import onednn_layers, small_maps_as_matmul
 
 # Convolutions: He-normal on fan-out, as in the ResNet paper's code; the course
 # used Normal(0.02), which trains far slower from scratch.
@@ -262,10 +262,8 @@ def resnet(name, num_classes=1000, **kwargs):
     which builds with this and then loads.
     """
     if name in SMALL_ARCHS:
-        with verified_layers(True):  # the whole step matches MindSpore's kernels (tests/test_cpu_kernels.py)
-            return SmallResNet(*SMALL_ARCHS[name], num_classes, **kwargs)
+        return SmallResNet(*SMALL_ARCHS[name], num_classes, **kwargs)
     if name not in ARCHS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     block, layers = ARCHS[name]
-    with verified_layers(False):  # ResNet-18's gradients differ in layer2 (cpu_kernels.py): not yet
-        return ResNet(block, layers, num_classes, **kwargs)
+    return ResNet(block, layers, num_classes, **kwargs)

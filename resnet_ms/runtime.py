@@ -40,7 +40,7 @@ def apply_cpu_fast_path():
     if "avx512f" not in cpu_info()["flags"]:
         return "cpu fast path: not needed (no AVX-512)"
     if cpu_kernels.forced():
-        return "oneDNN ISA: uncapped (every network runs on resnet_ms's kernels, with their AVX-512 paths)"
+        return "oneDNN ISA: uncapped (RESNET_MS_KERNELS=onednn), also for MindSpore's convolutions"
     if cpu_kernels.active():
         _isa["deferred"] = True
         return "oneDNN ISA: uncapped for resnet_ms's kernels; AVX2 once a network is built on MindSpore's"
@@ -69,12 +69,6 @@ def native_layers():
         yield
     finally:
         _native_layers.pop()
-
-
-def verified_layers(verified):
-    """Build inside this block: a network that is not `verified` on resnet_ms's kernels (a whole
-    training step matching MindSpore's) gets MindSpore's ops unless RESNET_MS_KERNELS=onednn."""
-    return contextlib.nullcontext() if verified or cpu_kernels.forced() else native_layers()
 
 
 def onednn_layers():
@@ -118,6 +112,8 @@ def small_maps_as_matmul():
 def describe_small_maps():
     choice = os.environ.get(SMALL_MAPS_VAR)
     how = "matrix products" if small_maps_as_matmul() else "convolutions"
+    if cpu_kernels.active():
+        how = f"resnet_ms's kernels ({how} in networks on MindSpore's)"
     return f"1x1/2x2 maps: {how} ({f'{SMALL_MAPS_VAR}={choice}, set by you' if choice else 'default'})"
 
 

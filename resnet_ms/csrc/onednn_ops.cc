@@ -263,7 +263,7 @@ struct Conv {
   Staged f_src, f_wei, f_dst;
   memory::desc bias_md;
   // backward, made on first use
-  bool has_bwd = false;
+  bool has_bwd = false, shared_ddst = false;  // shared: both gradients read dout in one layout
   dnnl::convolution_backward_data bwd_data;
   dnnl::convolution_backward_weights bwd_wei;
   Staged d_ddst, d_wei, d_dsrc, w_src, w_ddst, w_dwei;
@@ -319,6 +319,7 @@ void MakeBackward(Conv &c, const ConvShape &s) {
   c.w_src.Init(Plain(s.src), bw.src_desc(), true, false);
   c.w_ddst.Init(Plain(s.dst), bw.diff_dst_desc(), true, false);
   c.w_dwei.Init(Plain(s.wei), bw.diff_weights_desc(), false, true);
+  c.shared_ddst = bd.diff_dst_desc() == bw.diff_dst_desc();
   c.has_bwd = true;
 }
 
@@ -370,21 +371,27 @@ int ConvBackward(const Args &a) {
   auto &ctx = Ctx();
   Conv &c = GetConv(s);
   if (!c.has_bwd) MakeBackward(c, s);
-  // Weights first: dinput may share memory with dout (same shape), and is written last.
-  if (mask.size() > 1 && mask[1]) {
+  const bool want_dx = mask.size() > 0 && mask[0], want_dw = mask.size() > 1 && mask[1];
+  // dbias before dinput overwrites dout where they share memory. Without a bias there is
+  // no dbias to write (MindSpore may give it no memory).
+  if (mask.size() > 2 && mask[2] && s.bias && a.p[13] != nullptr) BiasGrad(a.F(0), s.dst, a.F(13));
+  // dout in the gradients' layout, reordered once when both read the same one. Weights
+  // first: dinput may share memory with dout (same shape), and is written last; a
+  // reordered (or copied) dout no longer lives there.
+  memory ddst = want_dw ? c.w_ddst.In(a.p[0], want_dx && a.p[0] == a.p[11]) : memory();
+  if (want_dw) {
     c.bwd_wei.execute(ctx.stream, {{DNNL_ARG_SRC, c.w_src.In(a.p[1])},
-                                   {DNNL_ARG_DIFF_DST, c.w_ddst.In(a.p[0])},
+                                   {DNNL_ARG_DIFF_DST, ddst},
                                    {DNNL_ARG_DIFF_WEIGHTS, c.w_dwei.Target(a.p[12])}});
     c.w_dwei.Out(a.p[12]);
   }
-  if (mask.size() > 0 && mask[0]) {
-    c.bwd_data.execute(ctx.stream, {{DNNL_ARG_DIFF_DST, c.d_ddst.In(a.p[0], a.p[0] == a.p[11])},
+  if (want_dx) {
+    if (!want_dw || !c.shared_ddst) ddst = c.d_ddst.In(a.p[0], a.p[0] == a.p[11]);
+    c.bwd_data.execute(ctx.stream, {{DNNL_ARG_DIFF_DST, ddst},
                                     {DNNL_ARG_WEIGHTS, c.d_wei.In(a.p[2])},
                                     {DNNL_ARG_DIFF_SRC, c.d_dsrc.Target(a.p[11])}});
     c.d_dsrc.Out(a.p[11]);
   }
-  // Without a bias there is no dbias to write (MindSpore may give it no memory).
-  if (mask.size() > 2 && mask[2] && s.bias && a.p[13] != nullptr) BiasGrad(a.F(0), s.dst, a.F(13));
   return 0;
 }
 
