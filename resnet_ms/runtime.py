@@ -29,7 +29,7 @@ def apply_cpu_fast_path():
     about 8x faster with the cap. resnet_ms's own kernels are the other way
     round (resnet_hour 1.31x faster uncapped, benchmarks/RESULTS.md run 8), so
     with them loaded the cap waits for the first network built on MindSpore's
-    convolutions (`native_layers`): oneDNN reads the setting at its first
+    convolutions (`onednn_layers`): oneDNN reads the setting at its first
     kernel, not at import. CPUs without AVX-512 are unaffected.
     Returns the one-line description that is logged.
     """
@@ -62,8 +62,6 @@ _native_layers = []  # inside native_layers(): networks are built with MindSpore
 @contextlib.contextmanager
 def native_layers():
     """Build networks with the standard ops inside this block (export, mixed precision)."""
-    if _isa["deferred"]:  # before MindSpore's first convolution kernel reads it
-        log.info("%s: a network on MindSpore's convolutions", _cap_isa())
     _native_layers.append(True)
     try:
         yield
@@ -74,11 +72,15 @@ def native_layers():
 def onednn_layers():
     """Whether a network built now runs its convolutions and BatchNorm on resnet_ms's
     oneDNN kernels: CPU, graph mode (MindSpore routes ops to plugins only there), kernels
-    loaded, not inside native_layers()."""
-    if not cpu_kernels.active() or _native_layers:
-        return False
-    import mindspore as ms
-    return detect_device() == "CPU" and ms.get_context("mode") == ms.GRAPH_MODE
+    loaded, not inside native_layers(). When not, a deferred AVX2 cap is set now, before
+    MindSpore's first convolution kernel reads it."""
+    use = cpu_kernels.active() and not _native_layers
+    if use:
+        import mindspore as ms
+        use = detect_device() == "CPU" and ms.get_context("mode") == ms.GRAPH_MODE
+    if not use and _isa["deferred"]:
+        log.info("%s: a network on MindSpore's convolutions", _cap_isa())
+    return use
 
 
 def detect_device():
