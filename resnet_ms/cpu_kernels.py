@@ -27,8 +27,8 @@ Status (RESNET_MS_KERNELS, read once at import):
     step the two sides differ from layer2.1's first BatchNorm down (up to 3.6e-2
     relative), and a float64 computation of the same step (tests/reference64.py)
     puts ours within 1.2e-3 and MindSpore's 3.6e-2 away: MindSpore's float32
-    arithmetic is the far side. Training ran 1.4-1.7x faster on them than on
-    MindSpore's under the cap (benchmarks/RESULTS.md runs 6 and 8).
+    arithmetic is the far side. Training ran 1.1-1.9x faster on them than on
+    MindSpore's under the cap, ResNet-18/50 at batch 64/128 (benchmarks/RESULTS.md run 8).
   onednn: as auto, and oneDNN is never capped (measurement and debugging); a
     kernel build that fails is a warning on stderr.
 
