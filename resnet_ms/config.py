@@ -62,7 +62,7 @@ class TrainConfig:
     ema_decay: float = field(default=0.0, metadata={"help": "0: off; else a moving average of the weights "
                                                             "(per step) is validated, kept in best.ckpt and resumed"})
     whiten: str = field(default="none", metadata={"help": "none | init | frozen: the first convolution set "
-                                                          "from training patches' whitening (small-image models)"})
+                                                          "from training patches' whitening (not the cifar stem)"})
     keep: str = field(default="best", metadata={"help": "best: best.ckpt is the epoch best on validation; "
                                                         "last: the last epoch (nothing is selected on data)"})
     tta: str = field(default="none", metadata={"help": "test-time augmentation eval.py applies to this run's "
@@ -215,8 +215,9 @@ def check(cfg):
         (cfg.schedule in SCHEDULES, f"--schedule {cfg.schedule}: choose one of {', '.join(SCHEDULES)}"),
         (0 <= cfg.ema_decay < 1, f"--ema_decay {cfg.ema_decay}: 0 (off) or in (0, 1), e.g. 0.999"),
         (cfg.whiten in WHITEN, f"--whiten {cfg.whiten}: choose one of {', '.join(WHITEN)}"),
-        (cfg.whiten == "none" or cfg.model in SMALL_ARCHS,
-         f"--whiten {cfg.whiten}: only small-image models ({', '.join(SMALL_ARCHS)}) have a whitening stem"),
+        (cfg.whiten == "none" or cfg.stem != "cifar",  # 64 filters; 3x3 RGB patches have 27 directions
+         f"--whiten {cfg.whiten}: the cifar stem's 64 filters exceed the 54 that 3x3 patch whitening fills; "
+         "use --stem imagenet or nopool, or a small-image model"),
         (cfg.whiten == "none" or cfg.pretrained == "none" or cfg.resume,
          f"--whiten {cfg.whiten}: initialises from scratch; pass --pretrained none"),
         (cfg.keep in ("best", "last"), f"--keep {cfg.keep}: best or last"),

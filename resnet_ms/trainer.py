@@ -38,7 +38,7 @@ LOSS_LIMIT = 100
 # The schedule and the data order depend on these: a change would not be a resume.
 RESUME_MUST_MATCH = ("model", "stem", "dataset", "batch_size", "epochs", "image_size", "seed", "schedule",
                      "ema_decay", "whiten", "translate", "pad_mode")
-WHITENING_IMAGES = 5000  # training images whose patches set the whitening stem (a 12x12 covariance)
+WHITENING_IMAGES = 5000  # training images whose patches set the whitening stem (4.8M 2x2 patches at 32 px)
 
 
 def normalisation(cfg, pretrained):
@@ -195,10 +195,12 @@ class Steps:
 
 
 def training_images(s, loader_args, count=WHITENING_IMAGES):
-    """Up to `count` training images, normalised as training sees them, without augmentation."""
+    """The first `count` training images, normalised as training sees them, without
+    augmentation, in batches of 500 (a batch at a time: images may be large)."""
     args = dict(loader_args, batch_size=500, shard=(0, 1))
     loader = make_loader(s.source, "train", limit_batches=-(-count // 500), **args)
-    return np.concatenate([x for x, _ in loader.create_tuple_iterator(num_epochs=1, output_numpy=True)])[:count]
+    for i, (x, _) in enumerate(loader.create_tuple_iterator(num_epochs=1, output_numpy=True)):
+        yield x[:count - 500 * i]
 
 
 def compile_steps(cfg, net, s):

@@ -2,9 +2,10 @@
 resnet_ms's oneDNN kernels and on MindSpore's own, with the same weights; prints JSON
 of the largest relative differences (loss, each gradient, running statistics).
 
-    python tests/kernel_check.py block 16 64 8 1 [3 same]
+    python tests/kernel_check.py block 16 64 8 1 [3 same] [bias]
         (conv-conv-BN-ReLU-conv-BN: batch, channels, size, the middle conv's stride
-        [and kernel and padding: same or pytorch])
+        [and kernel and padding: same or pytorch] [bias: the middle conv has a bias and
+        no BN after it, so that its bias gradient is not zero])
     python tests/kernel_check.py stage 16 64 128 8 2 2 pytorch
         (a 1x1 conv, then a ResNet stage: batch, in and out channels, size, stride, blocks, padding)
     python tests/kernel_check.py resnet18 16 32 pytorch nopool
@@ -32,13 +33,14 @@ from resnet_ms.runtime import native_layers
 
 
 class Block(nn.Cell):
-    def __init__(self, channels, stride, onednn, kernel=3, padding="same"):
+    def __init__(self, channels, stride, onednn, kernel=3, padding="same", bias=False):
         super().__init__()
         pad = {"pad_mode": "same"} if padding == "same" else {"pad_mode": "pad", "padding": kernel // 2}
         # conv0 first, so that the gradient also flows through conv1 to its input (dx)
         self.conv0 = Conv2d(channels, channels, 1, 1, pad_mode="same", has_bias=False, onednn=onednn)
-        self.conv1 = Conv2d(channels, channels, kernel, stride, has_bias=False, onednn=onednn, **pad)
-        self.norm1 = BatchNorm2d(channels, onednn=onednn)
+        self.conv1 = Conv2d(channels, channels, kernel, stride, has_bias=bias, onednn=onednn, **pad)
+        # a BN right after a biased conv would take the bias's gradient to zero
+        self.norm1 = nn.Identity() if bias else BatchNorm2d(channels, onednn=onednn)
         self.conv2 = Conv2d(channels, 2 * channels, 1, 1, pad_mode="same", has_bias=False, onednn=onednn)
         self.norm2 = BatchNorm2d(2 * channels, onednn=onednn)
         self.fc = nn.Dense(2 * channels, 10)
@@ -107,9 +109,10 @@ def networks(argv):
         native, fast = Pool(channels, k, False), Pool(channels, k, True)
     elif argv[0] == "block":
         batch, channels, size, stride = map(int, argv[1:5])
-        shape = (int(argv[5]), argv[6]) if len(argv) > 6 else ()  # conv1's kernel and padding
+        bias = argv[-1] == "bias"
+        shape = (int(argv[5]), argv[6]) if len(argv) > 6 + bias else (3, "same")  # conv1's kernel and padding
         ms.set_seed(3)
-        native, fast = Block(channels, stride, False, *shape), Block(channels, stride, True, *shape)
+        native, fast = (Block(channels, stride, onednn, *shape, bias) for onednn in (False, True))
     else:
         batch, size, padding, stem = int(argv[1]), int(argv[2]), argv[3], argv[4]
         ms.set_seed(3)

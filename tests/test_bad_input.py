@@ -38,7 +38,7 @@ CASES = [
     ("train.py", ["--data_dir", "{data}", "--resume", "{ckpt}"], "give a run folder or its last.ckpt"),
     ("train.py", ["--data_dir", "{data}", "--resume", "{tmp}/no_run"], "--resume: no"),
     # the fast-training fields (issue 14)
-    ("train.py", ["--data_dir", "{data}", "--whiten", "frozen"], "--whiten frozen: only small-image models"),
+    ("train.py", ["--data_dir", "{data}", "--stem", "cifar", "--whiten", "frozen"], "--whiten frozen: the cifar stem's 64"),
     ("train.py", ["--data_dir", "{data}", "--ema_decay", 1.5], "--ema_decay 1.5: 0 (off) or in (0, 1)"),
     ("train.py", ["--data_dir", "{data}", "--keep", "last", "--patience", 2], "with --keep last nothing is compared"),
     ("train.py", ["--data_dir", "{data}", "--stem", "small"], "--stem small: resnet18 takes --stem imagenet, nopool"),

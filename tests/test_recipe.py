@@ -15,7 +15,7 @@ from resnet_ms.checkpoint import read_checkpoint
 from resnet_ms.ema import WeightAverage, ema_decay
 from resnet_ms.engine import build_optimizer, linear_lr, make_train_step
 from resnet_ms.tta import VIEWS, tta_logits, view
-from resnet_ms.whitening import patch_whitening
+from resnet_ms.whitening import patch_covariance, patch_whitening
 
 
 def test_linear_schedule_rises_then_falls_in_straight_lines():
@@ -111,12 +111,41 @@ def test_patch_whitening_decorrelates_the_stem_outputs(pynative):
         patch_whitening(images, 2, 25)
 
 
+def test_patch_whitening_fills_a_7x7_stem_with_its_strongest_directions(pynative):
+    rng = np.random.default_rng(2)
+    smooth = rng.standard_normal((40, 3, 20, 20)).cumsum(2).cumsum(3)  # neighbours correlate, as in photographs
+    images = (smooth / smooth.std()).astype(np.float32)
+    weight = patch_whitening(images, 7, 64, eps=1e-9)
+    assert weight.shape == (64, 3, 7, 7)
+    np.testing.assert_array_equal(weight[32:], -weight[:32])  # 32 directions and their negatives, not 64 of 147
+    norms = np.linalg.norm(weight[:32].reshape(32, -1), axis=1)
+    assert np.all(np.diff(norms) >= 0)  # strongest first: 1/sqrt(eigenvalue) grows
+    conv = nn.Conv2d(3, 64, 7, pad_mode="valid", has_bias=False, weight_init=ms.Tensor(weight))
+    out = conv(ms.Tensor(images)).asnumpy()[:, :32].transpose(0, 2, 3, 1).reshape(-1, 32).astype(np.float64)
+    np.testing.assert_allclose(np.cov(out, rowvar=False), np.eye(32), atol=1e-3)
+
+
+def test_patch_statistics_are_the_same_read_in_batches_and_sampled_on_large_images():
+    images = np.random.default_rng(3).standard_normal((7, 3, 70, 70)).astype(np.float32)
+    whole = patch_covariance(images, 7)
+    batched = patch_covariance(iter([images[:2], images[2:]]), 7)
+    for a, b in zip(whole, batched):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    # 64 positions a row at 70 px: every second one, 32 a row, is read
+    grid = np.lib.stride_tricks.sliding_window_view(images.astype(np.float64), (7, 7), axis=(2, 3))[:, :, ::2, ::2]
+    patches = grid.transpose(0, 2, 3, 1, 4, 5).reshape(-1, 147)
+    assert grid.shape[2:4] == (32, 32)
+    np.testing.assert_allclose(whole[1], np.cov(patches, rowvar=False, ddof=0), atol=1e-10)
+    with pytest.raises(ValueError, match="at least one image"):
+        patch_covariance(iter([]), 7)
+
+
 def test_a_frozen_whitened_stem_is_left_out_of_the_optimizer():
     from resnet_ms import build_model
     from resnet_ms.whitening import whiten_stem
     images = np.random.default_rng(1).standard_normal((8, 3, 8, 8)).astype(np.float32)
-    for frozen in (False, True):
-        net = build_model("resnet_hour", 10)
+    for name, frozen in (("resnet_hour", False), ("resnet_hour", True), ("resnet50", True)):
+        net = build_model(name, 10)
         weight = whiten_stem(net, images, frozen)
         np.testing.assert_array_equal(net.conv1.weight.asnumpy(), weight)
         optimized = {p.name for p in build_optimizer(net, [0.1]).parameters}
