@@ -71,8 +71,9 @@ def active():
     return _state["active"]
 
 
-def forced():
-    """True when they are loaded and oneDNN is never to be capped (RESNET_MS_KERNELS=onednn)."""
+def never_cap():
+    """True when they are loaded and oneDNN is never to be capped at AVX2, not even for
+    MindSpore's own convolutions (RESNET_MS_KERNELS=onednn)."""
     return _state["active"] and choice() == "onednn"
 
 

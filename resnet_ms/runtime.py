@@ -39,7 +39,7 @@ def apply_cpu_fast_path():
         return f"cpu fast path: ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']} (set by you)"
     if "avx512f" not in cpu_info()["flags"]:
         return "cpu fast path: not needed (no AVX-512)"
-    if cpu_kernels.forced():
+    if cpu_kernels.never_cap():
         return "oneDNN ISA: uncapped (RESNET_MS_KERNELS=onednn), also for MindSpore's convolutions"
     if cpu_kernels.active():
         _isa["deferred"] = True
