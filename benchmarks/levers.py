@@ -26,6 +26,7 @@ from mindspore import nn  # noqa: E402
 from resnet_ms.engine import build_optimizer, cosine_lr, make_train_step  # noqa: E402
 from resnet_ms import build_model  # noqa: E402
 from resnet_ms.models import STEMS  # noqa: E402
+from resnet_ms.runtime import operator_threads  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 # MindSpore context settings; "env": resnet_ms's environment switches; "call": a
@@ -38,7 +39,9 @@ SETTINGS = {
     "jit_O2": {"jit_config": {"jit_level": "O2"}},
     "graph_kernel": {"enable_graph_kernel": True},
     # operator threads (MindSpore's default is one per core) and pinning to cores
+    # (the scripts' default with resnet_ms's kernels is 1: runtime.operator_threads)
     "threads_1": {"call": lambda: ms.device_context.cpu.op_tuning.threads_num(1)},
+    "threads_2": {"call": lambda: ms.device_context.cpu.op_tuning.threads_num(2)},  # MindSpore's own on 2 cores
     "threads_4": {"call": lambda: ms.device_context.cpu.op_tuning.threads_num(4)},
     "cpu_affinity": {"call": lambda: ms.runtime.set_cpu_affinity(True)},
 }
@@ -55,7 +58,7 @@ def main():
     a = p.parse_args()
     setting = dict(SETTINGS[a.setting])
     os.environ.update(setting.pop("env", {}))
-    setting.pop("call", lambda: None)()
+    setting.pop("call", operator_threads)()  # by default what init_context sets for the scripts
     ms.set_context(mode=ms.GRAPH_MODE, **setting)
     ms.set_seed(0)
     net = build_model(a.model, 10, **({"stem": a.stem} if a.stem else {}))

@@ -135,5 +135,33 @@ def init_context(device_target="auto", mode="graph", seed=None):
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     if seed is not None:
         ms.set_seed(seed)
-    log.info("device %s, %s mode; %s; %s; %s", target, mode, KERNELS, FAST_PATH, describe_small_maps())
+    threads = operator_threads() if target == "CPU" else "operator threads: MindSpore's"
+    log.info("device %s, %s mode; %s; %s; %s; %s", target, mode, KERNELS, FAST_PATH, describe_small_maps(), threads)
     return target
+
+
+OP_THREADS_VAR = "RESNET_MS_OP_THREADS"
+
+
+def operator_threads():
+    """With resnet_ms's kernels loaded, MindSpore's own CPU operators get one thread (or
+    RESNET_MS_OP_THREADS): its pool's threads wait for work by spinning, and took the cores
+    from the kernels' own pool, which does the convolutions. One thread: 1.13-1.45x on the
+    training step (benchmarks/RESULTS.md run 9). Returns the line that is logged."""
+    import mindspore as ms
+    n = os.environ.get(OP_THREADS_VAR, "")
+    if not n and not cpu_kernels.active():
+        return "operator threads: MindSpore's"
+    if n and (not n.isdigit() or int(n) < 1):
+        raise UserError(f"{OP_THREADS_VAR}={n}: a whole number of threads, at least 1")
+    if not _op_threads:  # MindSpore takes the setting once per process
+        try:
+            ms.device_context.cpu.op_tuning.threads_num(int(n or 1))
+            _op_threads.append(f"operator threads: {int(n or 1)} ({OP_THREADS_VAR}"
+                               + (")" if n else "; resnet_ms's kernels have their own)"))
+        except RuntimeError:  # the caller set it already
+            _op_threads.append("operator threads: as set before init_context")
+    return _op_threads[0]
+
+
+_op_threads = []

@@ -195,3 +195,40 @@ def test_kernel_times_name_each_op_and_shape_and_count_the_calls():
     assert calls["Conv2DExt|4,256,3,3,|256,256,3,3,"] == 6
     assert calls["BatchNormExt|4,256,3,3,|256,"] == 9  # and the stage's own after its max-pool
     assert "resnet_ms kernel times:" in proc.stderr and all(float(row[0]) >= 0 for row in rows)
+
+
+THREADS = """
+import resnet_ms, mindspore as ms
+from resnet_ms import cpu_kernels
+from resnet_ms.runtime import init_context, operator_threads
+init_context()
+first, again = operator_threads(), operator_threads()
+try:  # MindSpore refuses a second setting once one was taken
+    ms.device_context.cpu.op_tuning.threads_num(2)
+    taken = False
+except RuntimeError:
+    taken = True
+print(cpu_kernels.active(), taken, first == again, first)
+"""
+
+
+@pytest.mark.parametrize("kernels, threads", [("auto", ""), ("native", ""), ("native", "2")])
+def test_mindspores_operator_threads_give_way_to_the_kernels(kernels, threads):
+    env = dict(os.environ, RESNET_MS_KERNELS=kernels, RESNET_MS_OP_THREADS=threads, PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-c", THREADS], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    active, taken, same, line = proc.stdout.strip().splitlines()[-1].split(" ", 3)
+    assert same == "True"
+    if kernels == "auto" and active != "True":
+        pytest.skip("the kernels cannot be built here")
+    # one thread for MindSpore's operators when the kernels run (their pool has the cores),
+    # or the number asked for; otherwise MindSpore's own setting, untouched
+    expected = {("auto", ""): "operator threads: 1", ("native", "2"): "operator threads: 2"}.get((kernels, threads))
+    assert taken == str(expected is not None)
+    assert line.startswith(expected or "operator threads: MindSpore's"), line
+
+
+def test_a_bad_operator_thread_count_is_one_error_line(synthetic_cifar, tmp_path):
+    proc = run_script("train.py", "--data_dir", synthetic_cifar, "--output_dir", tmp_path / "run", check=False,
+                      env={"RESNET_MS_OP_THREADS": "0"})
+    assert "RESNET_MS_OP_THREADS=0" in one_error_line(proc) and not (tmp_path / "run").exists()
