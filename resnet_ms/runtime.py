@@ -147,7 +147,9 @@ def operator_threads():
     """With resnet_ms's kernels loaded, MindSpore's own CPU operators get one thread (or
     RESNET_MS_OP_THREADS): its pool's threads wait for work by spinning, and took the cores
     from the kernels' own pool, which does the convolutions. One thread: 1.13-1.45x on the
-    training step (benchmarks/RESULTS.md run 9). Returns the line that is logged."""
+    training step (benchmarks/RESULTS.md run 10). Set once, before any network exists, so a
+    network later built on MindSpore's ops (--amp_level O2, export) gets one thread too.
+    Returns the line that is logged."""
     import mindspore as ms
     n = os.environ.get(OP_THREADS_VAR, "")
     if not n and not cpu_kernels.active():
