@@ -141,12 +141,13 @@ def init_context(device_target="auto", mode="graph", seed=None):
 
 
 OP_THREADS_VAR = "RESNET_MS_OP_THREADS"
+MAX_OP_THREADS = 1024  # MindSpore takes any positive number; more than this is a typo
 
 
 def operator_threads():
     """With resnet_ms's kernels loaded, MindSpore's own CPU operators get one thread (or
     RESNET_MS_OP_THREADS): its pool's threads wait for work by spinning, and took the cores
-    from the kernels' own pool, which does the convolutions. One thread: 1.13-1.45x on the
+    from the kernels' own pool, which does the convolutions. One thread: 1.14-1.48x on the
     training step (benchmarks/RESULTS.md run 10). Set once, before any network exists, so a
     network later built on MindSpore's ops (--amp_level O2, export) gets one thread too.
     Returns the line that is logged."""
@@ -154,8 +155,8 @@ def operator_threads():
     n = os.environ.get(OP_THREADS_VAR, "")
     if not n and not cpu_kernels.active():
         return "operator threads: MindSpore's"
-    if n and (not n.isdigit() or int(n) < 1):
-        raise UserError(f"{OP_THREADS_VAR}={n}: a whole number of threads, at least 1")
+    if n and (not n.isdigit() or not 1 <= int(n) <= MAX_OP_THREADS):
+        raise UserError(f"{OP_THREADS_VAR}={n}: a whole number of threads, 1 to {MAX_OP_THREADS}")
     if not _op_threads:  # MindSpore takes the setting once per process
         try:
             ms.device_context.cpu.op_tuning.threads_num(int(n or 1))
