@@ -39,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -350,9 +351,132 @@ void BiasGrad(const float *dout, const memory::dims &dst, float *db) {
   });
 }
 
+// ---------------------------------------------------------------- one output pixel
+
+// A convolution with a 1x1 output (ResNet's last stages at 32 px: 3x3 kernels on
+// 1x1 maps, stride-2 ones on 2x2 maps padded to 3x3, 1x1 kernels on 1x1 maps) is one
+// matrix product over the taps that fall on the input: y[n,o] = sum_k x[n,k] w[o,k].
+// oneDNN's direct kernels took 5-20x the time of that product on these shapes
+// (benchmarks/RESULTS.md run 11), and its weight reorders cost as much again.
+struct Pixel {
+  int64_t n, c, h, w, o, kh, kw;
+  int64_t u0, nu, v0, nv;  // the taps used: rows u0 .. u0+nu-1, columns v0 .. v0+nv-1
+  int64_t r0, c0;          // the input pixel under tap (u0, v0)
+  int64_t K() const { return c * nu * nv; }
+  bool whole_input() const { return r0 == 0 && c0 == 0 && nu == h && nv == w; }  // x is [n, K] as it is
+  bool whole_kernel() const { return nu == kh && nv == kw; }                  // w is [o, K] as it is
+};
+
+// The product form of `s`, when its output is one pixel and every tap reads inside.
+bool AsPixel(const ConvShape &s, Pixel *p) {
+  if (s.dst[2] != 1 || s.dst[3] != 1 || s.dilates[0] || s.dilates[1]) return false;
+  const int64_t h = s.src[2], w = s.src[3], kh = s.wei[2], kw = s.wei[3];
+  const int64_t u0 = std::max<int64_t>(0, s.pad_l[0]), u1 = std::min(kh, s.pad_l[0] + h);
+  const int64_t v0 = std::max<int64_t>(0, s.pad_l[1]), v1 = std::min(kw, s.pad_l[1] + w);
+  if (u1 <= u0 || v1 <= v0) return false;
+  *p = {s.src[0], s.src[1], h, w, s.wei[0], kh, kw, u0, u1 - u0, v0, v1 - v0, u0 - s.pad_l[0], v0 - s.pad_l[1]};
+  return true;
+}
+
+// Copies between a [rows, c, h, w] tensor and its used window [rows, c*nu*nv]; `from`
+// true reads the window out of the tensor, false writes it back (zeros elsewhere).
+void Window(float *tensor, float *window, int64_t rows, int64_t c, int64_t h, int64_t w, int64_t r0, int64_t nu,
+            int64_t c0, int64_t nv, bool from) {
+  if (!from) std::fill(tensor, tensor + rows * c * h * w, 0.0f);
+  for (int64_t i = 0; i < rows * c; ++i)
+    for (int64_t u = 0; u < nu; ++u) {
+      float *t = tensor + (i * h + r0 + u) * w + c0, *q = window + (i * nu + u) * nv;
+      if (from)
+        std::copy(t, t + nv, q);
+      else
+        std::copy(q, q + nv, t);
+    }
+}
+
+void Gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+          int64_t ldb, float *c, int64_t ldc) {
+  auto status = dnnl::threadpool_interop::sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc, &Ctx().pool);
+  if (status != dnnl::status::success) throw std::runtime_error("sgemm failed");
+}
+
+struct Scratch {
+  std::vector<float> x, w, y;
+  float *Get(std::vector<float> &v, int64_t size) {
+    if (static_cast<int64_t>(v.size()) < size) v.resize(size);
+    return v.data();
+  }
+};
+
+Scratch &Buffers() {
+  static Scratch s;
+  return s;
+}
+
+// x as [n, K]: the input itself, or its window copied (also when `copy`: the output
+// will be written where it lies).
+const float *PixelInput(const Pixel &p, float *x, bool copy) {
+  if (p.whole_input() && !copy) return x;
+  float *buf = Buffers().Get(Buffers().x, p.n * p.K());
+  if (p.whole_input())
+    std::memcpy(buf, x, sizeof(float) * p.n * p.K());
+  else
+    Window(x, buf, p.n, p.c, p.h, p.w, p.r0, p.nu, p.c0, p.nv, true);
+  return buf;
+}
+
+const float *PixelWeight(const Pixel &p, float *w) {
+  if (p.whole_kernel()) return w;
+  float *buf = Buffers().Get(Buffers().w, p.o * p.K());
+  Window(w, buf, p.o, p.c, p.kh, p.kw, p.u0, p.nu, p.v0, p.nv, true);
+  return buf;
+}
+
+void PixelForward(const Args &a, const Pixel &p, bool bias) {
+  const float *x = PixelInput(p, a.F(0), a.p[0] == a.p[7]), *w = PixelWeight(p, a.F(1));
+  float *y = a.F(7);
+  Gemm('N', 'T', p.n, p.o, p.K(), x, p.K(), w, p.K(), y, p.o);
+  if (!bias) return;
+  const float *b = a.F(2);
+  for (int64_t i = 0; i < p.n; ++i)
+    for (int64_t j = 0; j < p.o; ++j) y[i * p.o + j] += b[j];
+}
+
+// dweight = dout^T x, then dinput = dout w (last: it may lie where dout does).
+void PixelBackward(const Args &a, const Pixel &p, bool want_dx, bool want_dw) {
+  const float *dy = a.F(0);
+  const int64_t K = p.K();
+  if (want_dw) {
+    const float *x = PixelInput(p, a.F(1), false);
+    const bool direct = p.whole_kernel() && a.p[12] != a.p[0] && a.p[12] != a.p[1];
+    float *dw = direct ? a.F(12) : Buffers().Get(Buffers().w, p.o * K);
+    Gemm('T', 'N', p.o, K, p.n, dy, p.o, x, K, dw, K);
+    if (p.whole_kernel() && !direct)
+      std::memcpy(a.F(12), dw, sizeof(float) * p.o * K);
+    else if (!direct)
+      Window(a.F(12), dw, p.o, p.c, p.kh, p.kw, p.u0, p.nu, p.v0, p.nv, false);
+  }
+  if (!want_dx) return;
+  const float *w = PixelWeight(p, a.F(2));
+  const bool direct = p.whole_input() && a.p[11] != a.p[0];
+  float *dx = direct ? a.F(11) : Buffers().Get(Buffers().y, p.n * K);
+  Gemm('N', 'N', p.n, K, p.o, dy, p.o, w, K, dx, K);
+  if (direct) return;
+  if (p.whole_input())
+    std::memcpy(a.F(11), dx, sizeof(float) * p.n * K);
+  else
+    Window(a.F(11), dx, p.n, p.c, p.h, p.w, p.r0, p.nu, p.c0, p.nv, false);
+}
+
+const bool kPixelOff = std::getenv("RESNET_MS_NO_PIXEL") != nullptr;  // oneDNN's kernels for these too (measuring)
+
 int ConvForward(const Args &a) {
   ConvShape s;
   if (a.n != 8 || a.Int(6) != 1 || !ReadConv(a, 0, 1, 7, 2, 3, &s)) return 1;
+  Pixel px;
+  if (!kPixelOff && AsPixel(s, &px)) {
+    PixelForward(a, px, s.bias);
+    return 0;
+  }
   auto &ctx = Ctx();
   Conv &c = GetConv(s);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, c.f_src.In(a.p[0], a.p[0] == a.p[7])},
@@ -368,13 +492,18 @@ int ConvBackward(const Args &a) {
   ConvShape s;
   if (a.n != 14 || a.Bool(7) || a.Int(9) != 1 || !ReadConv(a, 1, 2, 0, 3, 4, &s)) return 1;
   auto mask = a.Ints(10);
-  auto &ctx = Ctx();
-  Conv &c = GetConv(s);
-  if (!c.has_bwd) MakeBackward(c, s);
   const bool want_dx = mask.size() > 0 && mask[0], want_dw = mask.size() > 1 && mask[1];
   // dbias before dinput overwrites dout where they share memory. Without a bias there is
   // no dbias to write (MindSpore may give it no memory).
   if (mask.size() > 2 && mask[2] && s.bias && a.p[13] != nullptr) BiasGrad(a.F(0), s.dst, a.F(13));
+  Pixel px;
+  if (!kPixelOff && AsPixel(s, &px)) {
+    PixelBackward(a, px, want_dx, want_dw);
+    return 0;
+  }
+  auto &ctx = Ctx();
+  Conv &c = GetConv(s);
+  if (!c.has_bwd) MakeBackward(c, s);
   // dout in the gradients' layout, reordered once when both read the same one. Weights
   // first: dinput may share memory with dout (same shape), and is written last; a
   // reordered (or copied) dout no longer lives there.
