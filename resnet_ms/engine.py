@@ -14,6 +14,7 @@ import mindspore as ms
 from mindspore import nn
 
 from .errors import UserError
+from .layers import skip_input_gradient
 from .tta import tta_logits
 
 log = logging.getLogger("resnet_ms")
@@ -75,6 +76,8 @@ def make_train_step(net, loss_fn, optimizer, loss_scaler=None, grad_reducer=None
     `grad_reducer` all-reduces gradients in data-parallel training; `ema`
     (ema.WeightAverage) updates the weight average after the optimizer.
     """
+    skip_input_gradient(net)  # only the weights are differentiated
+
     def forward(images, labels):
         logits = net(images)
         loss = loss_fn(logits.astype(ms.float32), labels)

@@ -16,7 +16,8 @@ from .smallmap import as_matmul, tables_for
 def same_padding(size, kernel, stride):
     """(before, after) padding of one axis under pad_mode='same' (the extra pixel goes after)."""
     out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
+    total = (out - 1) * stride + kernel - size
+    total = total if total > 0 else 0  # not max(): it fails to compile inside a bprop
     return total // 2, total - total // 2
 
 
@@ -31,29 +32,63 @@ def _append_zeros(x, rows, cols):
     return x
 
 
+def _padded(conv, x):
+    """(input, symmetric padding) for mint's conv2d, which pads symmetrically: the extra
+    pixel that 'same' puts after (at stride 2) is appended first."""
+    if conv.pad_mode == "valid":
+        return x, (0, 0)
+    if conv.pad_mode == "pad":
+        return x, (conv.padding, conv.padding)
+    top, bottom = same_padding(x.shape[2], conv.kernel_size[0], conv.stride[0])
+    left, right = same_padding(x.shape[3], conv.kernel_size[1], conv.stride[1])
+    if bottom > top or right > left:
+        x = _append_zeros(x, bottom - top, right - left)
+    return x, (top, left)
+
+
+class _WeightGradientOnly(nn.Cell):
+    """mint's conv2d (no bias) whose gradient leaves out its input's.
+
+    MindSpore's gradient of a convolution asks for the input's gradient too, even
+    when the input is the images (it cannot see that nothing reads it): for
+    ResNet-18's 7x7 stem at batch 128 that was 20 ms of a 360 ms step
+    (benchmarks/RESULTS.md run 11). This bprop asks for the weight's only.
+    """
+
+    def __init__(self, conv):
+        super().__init__()
+        from mindspore.ops.auto_generate.gen_ops_prim import ConvolutionGrad  # only with resnet_ms's kernels
+        # the geometry only: a reference to `conv` would make it a cell of its own child
+        self.pad_mode, self.padding, self.kernel_size = conv.pad_mode, conv.padding, conv.kernel_size
+        self.stride, self.dilation, self.group = conv.stride, conv.dilation, conv.group
+        self.gradient = ConvolutionGrad()
+
+    def construct(self, x, weight):
+        x, padding = _padded(self, x)
+        return mint.nn.functional.conv2d(x, weight, None, self.stride, padding, self.dilation, self.group)
+
+    def bprop(self, x, weight, out, dout):
+        padded, padding = _padded(self, x)
+        _, dweight, _ = self.gradient(dout, padded, weight, None, self.stride, padding, self.dilation, False,
+                                      (0, 0), self.group, (0, 1, 0))  # output_mask: dweight only
+        return ops.zeros_like(x), dweight
+
+
 class Conv2d(nn.Conv2d):
     def __init__(self, *args, dense=False, onednn=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.onednn = onednn
+        # set by skip_input_gradient: this convolution reads the images
+        self.weight_gradient_only = _WeightGradientOnly(self) if onednn and self.bias is None else None
+        self.reads_images = False
         self.taps1, self.out1, self.taps2, self.out2 = tables_for(self) if dense and not onednn else (None, 0, None, 0)
         self.dense = self.taps1 is not None or self.taps2 is not None
 
-    def _padded(self, x):
-        """(input, symmetric padding): mint's conv2d pads symmetrically, so the extra
-        pixel that 'same' puts after (at stride 2) is appended first."""
-        if self.pad_mode == "valid":
-            return x, (0, 0)
-        if self.pad_mode == "pad":
-            return x, (self.padding, self.padding)
-        top, bottom = same_padding(x.shape[2], self.kernel_size[0], self.stride[0])
-        left, right = same_padding(x.shape[3], self.kernel_size[1], self.stride[1])
-        if bottom > top or right > left:
-            x = _append_zeros(x, bottom - top, right - left)
-        return x, (top, left)
-
     def construct(self, x):
         if self.onednn:  # shapes are static in graph mode: the padding is decided when compiling
-            x, padding = self._padded(x)
+            if self.reads_images and self.weight_gradient_only is not None:
+                return self.weight_gradient_only(x, self.weight)
+            x, padding = _padded(self, x)
             return mint.nn.functional.conv2d(x, self.weight, self.bias, self.stride, padding,
                                              self.dilation, self.group)
         if self.dense:
@@ -63,6 +98,15 @@ class Conv2d(nn.Conv2d):
             if h == 2 and w == 2 and self.taps2 is not None:
                 return as_matmul(x, self.weight, self.taps2, self.out2)
         return super().construct(x)
+
+
+def skip_input_gradient(net):
+    """Let the network's first convolution (`conv1`, which reads the images) compute no
+    input gradient: for a training step, which differentiates the weights only. Nothing
+    changes where that convolution is not on resnet_ms's kernels."""
+    conv = getattr(net, "conv1", None)
+    if isinstance(conv, Conv2d):
+        conv.reads_images = True
 
 
 class BatchNorm2d(nn.BatchNorm2d):

@@ -238,3 +238,44 @@ def test_a_bad_operator_thread_count_is_one_error_line(synthetic_cifar, tmp_path
     proc = run_script("train.py", "--data_dir", synthetic_cifar, "--output_dir", tmp_path / "run", check=False,
                       env={"RESNET_MS_OP_THREADS": value})
     assert f"RESNET_MS_OP_THREADS={value}: a whole number" in one_error_line(proc) and not (tmp_path / "run").exists()
+
+
+STEM = """
+import sys, numpy as np, resnet_ms, mindspore as ms
+from mindspore import nn
+from resnet_ms import cpu_kernels, models
+from resnet_ms.engine import build_optimizer, make_train_step
+ms.set_context(mode=ms.GRAPH_MODE)
+x = ms.Tensor(np.random.RandomState(0).randn(4, 3, 32, 32).astype(np.float32))
+y = ms.Tensor(np.arange(4, dtype=np.int32))
+weights = None
+for reads_images in (True, False):
+    ms.set_seed(0)
+    net = models.resnet("resnet18", 10, stem=sys.argv[1])
+    step = make_train_step(net, nn.CrossEntropyLoss(), build_optimizer(net, 0.1))
+    net.conv1.reads_images = reads_images  # False: MindSpore's own gradient, input's included
+    print("loss", float(step(x, y)[0].asnumpy()), flush=True)
+    after = {p.name: p.asnumpy() for p in net.trainable_params()}
+    weights = weights or after
+print("worst", max(float(np.abs(after[k] - weights[k]).max()) for k in after), cpu_kernels.active())
+"""
+
+
+# The convolution that reads the images asks for its weight's gradient only (output_mask
+# 0,1,0 in the kernel's log) and the step's weights come out as with the input's asked too.
+@pytest.mark.parametrize("stem", ["imagenet", "cifar"])
+def test_the_stem_computes_no_image_gradient_and_the_step_is_unchanged(stem):
+    env = dict(os.environ, RESNET_MS_KERNELS="onednn", RESNET_MS_KERNEL_DEBUG="1", PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-c", STEM, stem], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    worst, active = proc.stdout.split()[-2:]
+    if active != "True":
+        pytest.skip("the kernels cannot be built here")
+    losses = [float(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("loss")]
+    assert len(losses) == 2 and losses[0] == losses[1] and float(worst) == 0.0
+    # every ConvolutionGrad call on the images (4x3x32x32, or 4x3x33x33 with 'same''s appended
+    # zeros): the first pass (reads_images) without dinput, the second with it
+    size = "33,33" if stem == "imagenet" else "32,32"
+    masks = [line.split("int64=")[-1].split()[0] for line in proc.stderr.splitlines()
+             if line.startswith("op n=14") and f"[4,3,{size},]" in line]
+    assert masks == ["0=1=0", "1=1=0"], masks
