@@ -26,7 +26,7 @@ from mindspore import nn  # noqa: E402
 from resnet_ms.engine import build_optimizer, cosine_lr, make_train_step  # noqa: E402
 from resnet_ms import build_model  # noqa: E402
 from resnet_ms.models import STEMS  # noqa: E402
-from resnet_ms.runtime import operator_threads  # noqa: E402
+from resnet_ms.runtime import fetch, operator_threads  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 # MindSpore context settings; "env": resnet_ms's environment switches; "call": a
@@ -44,6 +44,11 @@ SETTINGS = {
     "threads_2": {"call": lambda: ms.device_context.cpu.op_tuning.threads_num(2)},  # MindSpore's own on 2 cores
     "threads_4": {"call": lambda: ms.device_context.cpu.op_tuning.threads_num(4)},
     "cpu_affinity": {"call": lambda: ms.runtime.set_cpu_affinity(True)},
+    # the runtime's own threads (5 by default), which run independent ops side by side
+    "dispatch_1": {"call": lambda: ms.runtime.dispatch_threads_num(1)},
+    "dispatch_2": {"call": lambda: ms.runtime.dispatch_threads_num(2)},
+    "launch_blocking": {"call": lambda: ms.runtime.launch_blocking()},
+    "spin_wait": {},  # the step waited for on the caller's thread (MindSpore spins there)
 }
 
 
@@ -68,7 +73,9 @@ def main():
     y = ms.Tensor(rng.integers(0, 10, a.batch).astype(np.int32))
     net.set_train(True)
     losses = [float(step(x, y)[0].asnumpy()) for _ in range(3)]  # also the warm-up (compilation)
-    seconds = median_seconds(lambda: step(x, y)[0].asnumpy(), a.steps, 0)
+    # as the scripts wait for a step (runtime.fetch); spin_wait: as Tensor.asnumpy does
+    wait = (lambda t: t.asnumpy()) if a.setting == "spin_wait" else fetch
+    seconds = median_seconds(lambda: wait(step(x, y)[0]), a.steps, 0)
     print(f"{a.setting}: {a.model} {net.stem} stem b{a.batch} {a.batch / seconds:.1f} images/s  first losses {losses}")
 
 

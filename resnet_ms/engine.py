@@ -15,6 +15,7 @@ from mindspore import nn
 
 from .errors import UserError
 from .layers import skip_input_gradient
+from .runtime import fetch
 from .tta import tta_logits
 
 log = logging.getLogger("resnet_ms")
@@ -167,13 +168,13 @@ def train_one_epoch(step, net, loader, desc="train", skip_first=False, log_inter
     if skip_first:
         log.info("%s: compiling the training graph (the first step takes longer)", desc)
     for i, (images, labels) in enumerate(_progress(loader.create_tuple_iterator(num_epochs=1), total, desc)):
-        loss, ok, overflow = step(images, labels)
+        loss, ok, overflow = fetch(*step(images, labels))
         n = images.shape[0]
-        value = float(loss.asnumpy())
+        value = float(loss)
         _check_loss(value, desc, i + 1, lr_hint, loss_limit)
         loss_sum += value * n
-        correct += int(ok.asnumpy())
-        skipped += int(overflow.asnumpy())
+        correct += int(ok)
+        skipped += int(overflow)
         seen += n
         if i == 0 and skip_first:
             start = time.perf_counter()

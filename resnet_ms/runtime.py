@@ -4,10 +4,12 @@
 first imported (MindSpore reads MS_OP_PLUGIN_PATH, oneDNN its ISA setting,
 once); `resnet_ms/__init__` imports this module first thing.
 """
+import concurrent.futures
 import contextlib
 import logging
 import os
 import sys
+import threading
 
 # MindSpore's C++ warnings go to stderr between our own lines; keep its errors
 # only unless the user chose a level (GLOG_v: 0 debug ... 3 error).
@@ -168,3 +170,28 @@ def operator_threads():
 
 
 _op_threads = []
+
+
+def _lowest_priority():
+    try:  # Linux: a thread's own niceness (other systems: the process's; then not at all)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
+_waiter = []
+
+
+def fetch(*tensors):
+    """The values of MindSpore tensors as NumPy arrays, waited for on a thread of
+    lowest priority while the caller sleeps.
+
+    Tensor.asnumpy waits for the running graph by spinning (MindSpore 2.10's runtime
+    pipeline, AsyncRQueue::Wait). On this project's 2-core machine that spin took a
+    whole core from the two threads that run the training step (top: the waiting
+    thread at 100%, the kernels' at 80% and 40%); at niceness 19 it yields to them:
+    ResNet-18 b128 1.18-1.20x (benchmarks/RESULTS.md run 11).
+    """
+    if not _waiter:
+        _waiter.append(concurrent.futures.ThreadPoolExecutor(1, "resnet_ms-fetch", _lowest_priority))
+    return _waiter[0].submit(lambda: [t.asnumpy() for t in tensors]).result()

@@ -8,6 +8,8 @@ import numpy as np
 
 import mindspore as ms
 
+from .runtime import fetch
+
 # name -> the views, as (weight, flip, (dy, dx)); the weights sum to 1.
 # flip_translate weighs the unshifted pair as much as the four shifted views
 # together, as airbench does.
@@ -50,9 +52,9 @@ def view(images, flip, shift):
 def tta_logits(eval_step, images, tta="none"):
     """float64 logits of an NCHW batch (Tensor or array), averaged over the views of `tta`."""
     if tta == "none":
-        return eval_step(images if isinstance(images, ms.Tensor) else ms.Tensor(images)).asnumpy().astype(np.float64)
+        return fetch(eval_step(images if isinstance(images, ms.Tensor) else ms.Tensor(images)))[0].astype(np.float64)
     x = images.asnumpy() if isinstance(images, ms.Tensor) else np.asarray(images)
     out = 0.0
     for weight, flip, shift in VIEWS[tta]:
-        out = out + weight * eval_step(ms.Tensor(view(x, flip, shift))).asnumpy().astype(np.float64)
+        out = out + weight * fetch(eval_step(ms.Tensor(view(x, flip, shift))))[0].astype(np.float64)
     return out

@@ -91,3 +91,20 @@ def test_evaluate_counts_top1_top5_and_confusion():
     assert r["loss"] == pytest.approx(-logp[np.arange(12), labels].mean(), rel=1e-4)
     acc = per_class_accuracy(np.array([[3, 1], [0, 0]]))
     assert acc[0] == 0.75 and np.isnan(acc[1])
+
+
+def test_fetch_returns_the_values_read_on_a_thread_of_lowest_priority():
+    """runtime.fetch: what Tensor.asnumpy returns, waited for on a helper thread at niceness
+    19 (asnumpy spins while the graph runs; at 19 that spin yields the cores to the step)."""
+    import os
+    import threading
+    from resnet_ms.runtime import fetch
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    a, b = ms.Tensor(np.arange(6, dtype=np.float32).reshape(2, 3)), ms.Tensor(np.int32(7))
+    x, y = fetch(a * 2, b)
+    np.testing.assert_array_equal(x, np.arange(6).reshape(2, 3) * 2)
+    assert x.dtype == np.float32 and int(y) == 7
+    helper = [t for t in threading.enumerate() if t.name.startswith("resnet_ms-fetch")]
+    assert len(helper) == 1 and helper[0] is not threading.current_thread()
+    assert os.getpriority(os.PRIO_PROCESS, helper[0].native_id) == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the caller keeps its own
