@@ -31,7 +31,7 @@ os.environ.setdefault("RESNET_MS_KERNELS", "auto")
 
 import resnet_ms  # noqa: E402,F401  (first: the CPU fast path must be set before MindSpore loads)
 from resnet_ms.machine import cpu_info  # noqa: E402
-from resnet_ms.runtime import FAST_PATH, KERNELS, init_context  # noqa: E402
+from resnet_ms.runtime import FAST_PATH, KERNELS, fetch, init_context  # noqa: E402
 from timing import median_seconds  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 # The cost of one ResNet-50 training step per 32 px image (forward +
@@ -85,9 +85,9 @@ def bench_train(name, batch, size, steps, warmup, num_classes=10):
     step = make_train_step(net, nn.CrossEntropyLoss(), optimizer)
     images, labels = synthetic_batch(batch, size, num_classes)
 
-    def one():  # .asnumpy() waits for the step: MindSpore runs it asynchronously
+    def one():  # waits for the step (MindSpore runs it asynchronously) as the trainer does
         loss, correct, _ = step(images, labels)
-        return loss.asnumpy(), correct.asnumpy()
+        return fetch(loss, correct)
     return batch / median_seconds(one, steps, warmup)
 
 
@@ -97,7 +97,7 @@ def bench_eval(name, batch, size, steps, warmup, num_classes=10):
     net.set_train(False)
     step = make_eval_step(net)
     images, _ = synthetic_batch(batch, size, num_classes)
-    return batch / median_seconds(lambda: step(images).asnumpy(), steps, warmup)
+    return batch / median_seconds(lambda: fetch(step(images)), steps, warmup)
 
 
 def bench_pipeline(data_dir, batch, size, batches, workers):

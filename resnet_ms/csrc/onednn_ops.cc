@@ -380,17 +380,24 @@ bool AsPixel(const ConvShape &s, Pixel *p) {
 
 // Copies between a [rows, c, h, w] tensor and its used window [rows, c*nu*nv]; `from`
 // true reads the window out of the tensor, false writes it back (zeros elsewhere).
+// Planes are shared among the threads: a 3x3 kernel's centre taps are one float in
+// nine, so the copy is bound by memory, not arithmetic.
 void Window(float *tensor, float *window, int64_t rows, int64_t c, int64_t h, int64_t w, int64_t r0, int64_t nu,
             int64_t c0, int64_t nv, bool from) {
-  if (!from) std::fill(tensor, tensor + rows * c * h * w, 0.0f);
-  for (int64_t i = 0; i < rows * c; ++i)
-    for (int64_t u = 0; u < nu; ++u) {
-      float *t = tensor + (i * h + r0 + u) * w + c0, *q = window + (i * nu + u) * nv;
-      if (from)
-        std::copy(t, t + nv, q);
-      else
-        std::copy(q, q + nv, t);
-    }
+  auto &pool = Ctx().pool;
+  const int64_t planes = rows * c, parts = pool.get_num_threads();
+  pool.parallel_for(static_cast<int>(parts), [&](int part, int) {
+    const int64_t first = planes * part / parts, last = planes * (part + 1) / parts;
+    if (!from) std::fill(tensor + first * h * w, tensor + last * h * w, 0.0f);
+    for (int64_t i = first; i < last; ++i)
+      for (int64_t u = 0; u < nu; ++u) {
+        float *t = tensor + (i * h + r0 + u) * w + c0, *q = window + (i * nu + u) * nv;
+        if (from)
+          std::copy(t, t + nv, q);
+        else
+          std::copy(q, q + nv, t);
+      }
+  });
 }
 
 void Gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
