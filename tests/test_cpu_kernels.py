@@ -104,12 +104,14 @@ def test_the_scripts_load_them_and_refuse_eager_mode_meanwhile(tiny_run, synthet
 
 # conv 3x3 (stride 1 and 2 'same', the latter with its appended zeros), BatchNorm,
 # ReLU, conv 1x1, at the map sizes ResNet meets at 32 and 224 px
-# (size 1, and 2 at stride 2: one output pixel, which runs as one matrix product)
+# (size 1, and 2 at stride 2: one output pixel; 2 at stride 1: a 2x2 output from a 2x2 input;
+# both run as one matrix product each way)
 @pytest.mark.parametrize("batch, channels, size, stride, kernel, padding",
                          [(16, 64, 8, 1, 3, "same"), (16, 64, 8, 2, 3, "same"), (8, 32, 2, 2, 3, "same"),
                           (4, 16, 56, 2, 3, "same"), (16, 128, 4, 1, 3, "same"), (8, 32, 1, 1, 3, "same"),
                           (8, 32, 1, 1, 3, "pytorch"), (8, 32, 2, 2, 3, "pytorch"), (8, 16, 2, 2, 5, "pytorch"),
-                          (8, 32, 2, 2, 1, "same")])
+                          (8, 32, 2, 2, 1, "same"), (8, 32, 2, 1, 3, "same"), (8, 32, 2, 1, 3, "pytorch"),
+                          (8, 16, 3, 1, 3, "pytorch"), (8, 16, 2, 1, 5, "pytorch")])
 def test_one_block_matches_mindspores_kernels(batch, channels, size, stride, kernel, padding):
     out = check("block", batch, channels, size, stride, kernel, padding)
     assert out["loss"] < 1e-5 and out["stats"] < 1e-5
@@ -118,7 +120,7 @@ def test_one_block_matches_mindspores_kernels(batch, channels, size, stride, ker
 
 # A convolution with a bias, its input's gradient wanted too: ConvolutionGrad reads dout for
 # dbias before dinput may overwrite it (MindSpore may give both the same memory).
-@pytest.mark.parametrize("size, stride", [(8, 1), (8, 2), (1, 1), (2, 2)])
+@pytest.mark.parametrize("size, stride", [(8, 1), (8, 2), (1, 1), (2, 2), (2, 1)])
 def test_a_biased_convolution_matches_mindspores_kernels(size, stride):
     out = check("block", 8, 32, size, stride, "bias")
     assert out["loss"] < 1e-5
@@ -137,7 +139,8 @@ def test_max_pool_matches_mindspores(batch, channels, size, k):
 # projection shortcut also compute the gradient of their input.
 @pytest.mark.parametrize("args", [(16, 64, 128, 16, 2, 2, "pytorch"), (16, 128, 128, 8, 1, 2, "pytorch"),
                                   (16, 64, 128, 8, 2, 1, "same"), (16, 64, 128, 2, 2, 2, "pytorch"),
-                                  (16, 64, 128, 2, 2, 2, "same")])
+                                  (16, 64, 128, 2, 2, 2, "same"), (16, 128, 128, 2, 1, 2, "pytorch"),
+                                  (16, 128, 128, 2, 1, 2, "same")])
 def test_a_resnet_stage_matches_mindspores_kernels(args):
     out = check("stage", *args)
     assert out["loss"] < 1e-5 and max(out["grads"].values()) < 1e-4, out["grads"]
