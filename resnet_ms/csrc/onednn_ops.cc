@@ -504,26 +504,29 @@ bool AsSmall(const ConvShape &s, Small *m) {
 }
 
 // M from the weight (`to_matrix`), or the weight's gradient folded from M's (each tap
-// summed over the pixel pairs it joins). Output channels are shared among the threads.
+// summed over the pixel pairs it joins). Output channels are shared among the threads;
+// per (output, input channel) pair its kh x kw taps and its block of M are close in memory.
 void Operator(const Small &m, float *weight, float *matrix, bool to_matrix) {
-  const int64_t taps = m.kh * m.kw, in = m.In(), cols = m.h * m.w;
+  const int64_t taps = m.kh * m.kw, in = m.In(), cols = m.h * m.w, pixels = m.oh * m.ow;
+  std::vector<int64_t> tap(pixels * cols);  // tap[(i,j), (p,q)]
+  for (int64_t ij = 0; ij < pixels; ++ij)
+    for (int64_t pq = 0; pq < cols; ++pq) tap[ij * cols + pq] = m.Tap(ij / m.ow, ij % m.ow, pq / m.w, pq % m.w);
   Ctx().pool.parallel_for(static_cast<int>(m.o), [&](int o, int) {
-    float *wo = weight + o * m.c * taps;
+    float *wo = weight + o * m.c * taps, *rows = matrix + o * pixels * in;
     if (!to_matrix) std::fill(wo, wo + m.c * taps, 0.0f);
-    for (int64_t i = 0; i < m.oh; ++i)
-      for (int64_t j = 0; j < m.ow; ++j) {
-        float *row = matrix + ((o * m.oh + i) * m.ow + j) * in;
+    for (int64_t c = 0; c < m.c; ++c) {
+      float *w = wo + c * taps;
+      for (int64_t ij = 0; ij < pixels; ++ij) {
+        float *cell = rows + ij * in + c * cols;
+        const int64_t *t = tap.data() + ij * cols;
         for (int64_t pq = 0; pq < cols; ++pq) {
-          const int64_t tap = m.Tap(i, j, pq / m.w, pq % m.w);
-          for (int64_t c = 0; c < m.c; ++c) {
-            float &cell = row[c * cols + pq];
-            if (to_matrix)
-              cell = tap < 0 ? 0.0f : wo[c * taps + tap];
-            else if (tap >= 0)
-              wo[c * taps + tap] += cell;
-          }
+          if (to_matrix)
+            cell[pq] = t[pq] < 0 ? 0.0f : w[t[pq]];
+          else if (t[pq] >= 0)
+            w[t[pq]] += cell[pq];
         }
       }
+    }
   });
 }
 
