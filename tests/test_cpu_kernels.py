@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO, one_error_line, run_script
@@ -282,3 +283,43 @@ def test_the_stem_computes_no_image_gradient_and_the_step_is_unchanged(stem):
     masks = [line.split("int64=")[-1].split()[0] for line in proc.stderr.splitlines()
              if line.startswith("op n=14") and f"[4,3,{size},]" in line]
     assert masks == ["0=1=0", "1=1=0"], masks
+
+
+MOMENTUM = """
+import json, numpy as np, resnet_ms, mindspore as ms
+from mindspore import nn
+from resnet_ms import cpu_kernels
+ms.set_context(mode=ms.GRAPH_MODE)
+rng = np.random.default_rng(0)
+params = [ms.Parameter(ms.Tensor(rng.standard_normal(shape).astype(np.float32)), name=f"p{i}")
+          for i, shape in enumerate([(10,), (300, 400), (64, 3, 7, 7)])]  # one split between the threads
+opt = nn.Momentum(params, learning_rate=ms.Tensor(np.float32(0.05)), momentum=0.9)
+grads = [tuple(ms.Tensor(rng.standard_normal(p.shape).astype(np.float32)) for p in params) for _ in range(3)]
+@ms.jit
+def step(g):
+    return opt(g)
+for g in grads:
+    step(g)
+print(json.dumps({"kernels": cpu_kernels.active(), "params": [p.asnumpy().ravel()[::97].tolist() for p in params],
+                  "moments": [m.asnumpy().ravel()[::97].tolist() for m in opt.moments]}))
+"""
+
+
+# nn.Momentum's ApplyMomentum on resnet_ms's kernels (both threads) against MindSpore's own:
+# three steps, every parameter and momentum the same to float32 rounding.
+def test_the_momentum_update_matches_mindspores(tmp_path):
+    script = tmp_path / "momentum.py"  # a file: MindSpore compiles only source it can read
+    script.write_text(MOMENTUM)
+    runs = {}
+    for kernels in ("native", "auto"):
+        env = dict(os.environ, RESNET_MS_KERNELS=kernels, RESNET_MS_KERNEL_TIMES="1", PYTHONPATH=REPO)
+        proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[kernels] = json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+    (native, _), (ours, timed) = runs["native"], runs["auto"]
+    if not ours["kernels"]:
+        pytest.skip("the kernels cannot be built here")
+    assert "ApplyMomentum|300,400,|300,400," in timed  # it ran on resnet_ms's kernels
+    for key in ("params", "moments"):
+        for a, b in zip(native[key], ours[key]):
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
