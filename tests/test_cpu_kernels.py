@@ -286,40 +286,55 @@ def test_the_stem_computes_no_image_gradient_and_the_step_is_unchanged(stem):
 
 
 MOMENTUM = """
-import json, numpy as np, resnet_ms, mindspore as ms
+import json, sys, numpy as np, resnet_ms, mindspore as ms
 from mindspore import nn
 from resnet_ms import cpu_kernels
+from resnet_ms.engine import build_optimizer
 ms.set_context(mode=ms.GRAPH_MODE)
 rng = np.random.default_rng(0)
-params = [ms.Parameter(ms.Tensor(rng.standard_normal(shape).astype(np.float32)), name=f"p{i}")
-          for i, shape in enumerate([(10,), (300, 400), (64, 3, 7, 7)])]  # one split between the threads
-opt = nn.Momentum(params, learning_rate=ms.Tensor(np.float32(0.05)), momentum=0.9)
-grads = [tuple(ms.Tensor(rng.standard_normal(p.shape).astype(np.float32)) for p in params) for _ in range(3)]
+class Net(nn.Cell):  # decayed weights (one split between the threads), an undecayed bias
+    def __init__(self):
+        super().__init__()
+        self.fc, self.conv = nn.Dense(400, 300), nn.Conv2d(3, 64, 7)
+net = Net()
+for p in net.trainable_params():
+    p.set_data(ms.Tensor(rng.standard_normal(p.shape).astype(np.float32)))
+opt = (build_optimizer(net, [0.05, 0.04, 0.03], weight_decay=0.01) if sys.argv[1] == "engine" else
+       nn.Momentum(net.trainable_params(), ms.Tensor(np.float32(0.05)), 0.9))
+grads = [tuple(ms.Tensor(rng.standard_normal(p.shape).astype(np.float32)) for p in opt.parameters) for _ in range(3)]
 @ms.jit
 def step(g):
     return opt(g)
 for g in grads:
     step(g)
-print(json.dumps({"kernels": cpu_kernels.active(), "params": [p.asnumpy().ravel()[::97].tolist() for p in params],
+print(json.dumps({"kernels": cpu_kernels.active(), "class": type(opt).__name__,
+                  "params": [p.asnumpy().ravel()[::97].tolist() for p in opt.parameters],
                   "moments": [m.asnumpy().ravel()[::97].tolist() for m in opt.moments]}))
 """
 
 
-# nn.Momentum's ApplyMomentum on resnet_ms's kernels (both threads) against MindSpore's own:
-# three steps, every parameter and momentum the same to float32 rounding.
-def test_the_momentum_update_matches_mindspores(tmp_path):
+# The momentum updates on resnet_ms's kernels (both threads, one pass) against MindSpore's
+# own, three steps: nn.Momentum's ApplyMomentum, and engine.build_optimizer's weight-decayed
+# SGD, which with the kernels is DecayedMomentum (decay inside the update) and otherwise
+# nn.Momentum (a Mul and an AddN, then ApplyMomentum). Every parameter and momentum the same
+# to float32 rounding.
+@pytest.mark.parametrize("optimizer, fused", [("momentum", "ApplyMomentum|300,400,|300,400,"),
+                                              ("engine", "FusedWeightScaleApplyMomentum||")])
+def test_the_momentum_updates_match_mindspores(tmp_path, optimizer, fused):
     script = tmp_path / "momentum.py"  # a file: MindSpore compiles only source it can read
     script.write_text(MOMENTUM)
     runs = {}
     for kernels in ("native", "auto"):
         env = dict(os.environ, RESNET_MS_KERNELS=kernels, RESNET_MS_KERNEL_TIMES="1", PYTHONPATH=REPO)
-        proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run([sys.executable, str(script), optimizer], env=env, capture_output=True, text=True,
+                              timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs[kernels] = json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
     (native, _), (ours, timed) = runs["native"], runs["auto"]
     if not ours["kernels"]:
         pytest.skip("the kernels cannot be built here")
-    assert "ApplyMomentum|300,400,|300,400," in timed  # it ran on resnet_ms's kernels
+    assert fused in timed  # it ran on resnet_ms's kernels
+    assert native["class"] == "Momentum" and ours["class"] == ("DecayedMomentum" if optimizer == "engine" else "Momentum")
     for key in ("params", "moments"):
         for a, b in zip(native[key], ours[key]):
             np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)

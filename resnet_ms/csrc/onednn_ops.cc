@@ -36,6 +36,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -856,22 +857,51 @@ int64_t Size(const Args &a, int i) {
   return size;
 }
 
-// variable, accumulation, learning_rate, gradient, momentum -> variable
-int MomentumStep(const Args &a) {
-  if (a.n != 6 || !a.IsF32(0) || !a.IsF32(1) || !a.IsF32(3) || !a.IsF32(5)) return 1;
-  const int64_t size = Size(a, 0);
-  if (Size(a, 1) != size || Size(a, 3) != size || Size(a, 5) != size || Size(a, 2) != 1 || Size(a, 4) != 1) return 1;
-  float *var = a.F(0), *acc = a.F(1), *out = a.F(5);
-  const float *grad = a.F(3), lr = static_cast<float>(a.Real(2)), momentum = static_cast<float>(a.Real(4));
+// The update of `size` values, with gradient = (weight_decay * variable + gradient) *
+// scale first when decay or scale are given. Built without fused multiply-adds
+// (fp-contract=off): each product and sum rounds as MindSpore's separate Mul, AddN and
+// ApplyMomentum do, so a run gives the same weights on either optimizer.
+__attribute__((optimize("fp-contract=off"))) void Momentum(float *var, float *acc, const float *grad, float *out,
+                                                            int64_t size, float lr, float momentum,
+                                                            const float *decay, const float *scale) {
   auto &pool = Ctx().pool;
   const int64_t parts = size < 65536 ? 1 : pool.get_num_threads();  // small ones: not worth a wake-up
   pool.parallel_for(static_cast<int>(parts), [&](int part, int) {
     for (int64_t i = size * part / parts, last = size * (part + 1) / parts; i < last; ++i) {
-      acc[i] = acc[i] * momentum + grad[i];
+      float g = grad[i];
+      if (decay) g = var[i] * *decay + g;
+      if (scale) g = g * *scale;
+      acc[i] = acc[i] * momentum + g;
       var[i] -= lr * acc[i];
       out[i] = var[i];
     }
   });
+}
+
+bool SameSizes(const Args &a, std::initializer_list<int> tensors, std::initializer_list<int> scalars) {
+  const int64_t size = Size(a, *tensors.begin());
+  for (int i : tensors)
+    if (!a.IsF32(i) || Size(a, i) != size) return false;
+  for (int i : scalars)
+    if (Size(a, i) != 1) return false;
+  return true;
+}
+
+// ApplyMomentum: variable, accumulation, learning_rate, gradient, momentum -> variable
+int MomentumStep(const Args &a) {
+  if (a.n != 6 || !SameSizes(a, {0, 1, 3, 5}, {2, 4})) return 1;
+  Momentum(a.F(0), a.F(1), a.F(3), a.F(5), Size(a, 0), static_cast<float>(a.Real(2)),
+           static_cast<float>(a.Real(4)), nullptr, nullptr);
+  return 0;
+}
+
+// FusedWeightScaleApplyMomentum (MindSpore's GPU op; here for engine.DecayedMomentum):
+// weight_decay, loss_scale, variable, accumulation, learning_rate, gradient, momentum -> variable
+int DecayedMomentumStep(const Args &a) {
+  if (a.n != 8 || !SameSizes(a, {2, 3, 5, 7}, {0, 1, 4, 6}) || !a.IsF32(0) || !a.IsF32(1)) return 1;
+  const float *decay = a.F(0), *scale = a.F(1);
+  Momentum(a.F(2), a.F(3), a.F(5), a.F(7), Size(a, 2), static_cast<float>(a.Real(4)),
+           static_cast<float>(a.Real(6)), *decay != 0.0f ? decay : nullptr, *scale != 1.0f ? scale : nullptr);
   return 0;
 }
 
@@ -957,7 +987,8 @@ int Guarded(const char *name, F body, int n, void **p, int *nd, int64_t **sh, co
 }
 
 const char *kOps[] = {"Conv2DExt",          "ConvolutionGrad", "BatchNormExt", "BatchNormGradExt",
-                      "MaxPoolWithMask", "MaxPoolGradWithMask", "ApplyMomentum"};
+                      "MaxPoolWithMask", "MaxPoolGradWithMask",
+                      "ApplyMomentum",   "FusedWeightScaleApplyMomentum"};
 
 }  // namespace
 
@@ -981,6 +1012,7 @@ RESNET_MS_OP(BatchNormGradExt, BatchNormBackward)
 RESNET_MS_OP(MaxPoolWithMask, MaxPoolForward)
 RESNET_MS_OP(MaxPoolGradWithMask, MaxPoolBackward)
 RESNET_MS_OP(ApplyMomentum, MomentumStep)
+RESNET_MS_OP(FusedWeightScaleApplyMomentum, DecayedMomentumStep)
 
 // For the Python side: which oneDNN this library runs on.
 const char *ResnetMsKernelInfo() {
