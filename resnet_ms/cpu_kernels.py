@@ -5,8 +5,11 @@ leaves it a slow gemm kernel, and its max-pool gradient is slower still.
 `csrc/onednn_ops.cc` implements the ops that `mindspore.mint`'s conv2d,
 batch_norm and max_pool2d compile to (Conv2DExt, ConvolutionGrad, BatchNormExt,
 BatchNormGradExt, MaxPoolWithMask, MaxPoolGradWithMask), the convolutions with
-oneDNN's fast kernels, against the oneDNN that MindSpore ships; MindSpore loads
-it as its op plugin (MS_OP_PLUGIN_PATH) and routes those ops to it by name.
+oneDNN's fast kernels (those with a 1x1 or 2x2 output as matrix products), and
+the momentum updates of nn.Momentum and engine.DecayedMomentum (ApplyMomentum,
+FusedWeightScaleApplyMomentum) on both cores, against the oneDNN that MindSpore
+ships; MindSpore loads it as its op plugin (MS_OP_PLUGIN_PATH) and routes those
+ops to it by name.
 
 Status (RESNET_MS_KERNELS, read once at import):
   native: not loaded; the default of `import resnet_ms`. MindSpore 2.10's

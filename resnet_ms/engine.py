@@ -76,7 +76,7 @@ class DecayedMomentum(nn.Momentum):
     one pass over a parameter instead of three. Only with resnet_ms's CPU kernels, which
     implement the fused op MindSpore ships for GPUs (FusedWeightScaleApplyMomentum):
     ResNet-18's optimizer step took 26.6 ms on MindSpore's ops (13 of them the decay),
-    8.6 here (benchmarks/RESULTS.md run 12)."""
+    10.8 here (benchmarks/RESULTS.md run 13)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

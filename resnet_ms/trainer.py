@@ -8,6 +8,7 @@ so a crash at any moment leaves the previous complete version in place.
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, fields
 
@@ -334,6 +335,10 @@ def run(cfg):
         start, best_acc, best_epoch = r.epoch + 1, r.best_acc, r.best_epoch
         done = finished(cfg, r)
         if done:
+            if s.rank == 0:  # killed after its last checkpoint: sweep what it left, draw its curves
+                s.folder.prepare()
+                if not os.path.exists(s.folder.curves):
+                    plot_curves(s.folder.read_metrics(r.epoch), s.folder.curves)
             print(f"nothing to do: {s.folder.path} has finished ({done}); best {r.selection_split} "
                   f"accuracy {_acc(best_acc)} at epoch {best_epoch}: {s.folder.best}")
             return {"best_acc": best_acc, "best_epoch": best_epoch, "best": s.folder.best, "finished": done}
@@ -367,9 +372,11 @@ def run(cfg):
         s.record = s.record.replace(epoch=epoch, best_acc=best_acc, best_epoch=best_epoch, val_acc=accuracy,
                                     stop_reason=stop)
         if main:
-            s.folder.save_epoch(st.net, kept, s.record, st.optimizer, rows, improved, st.ema)
-            if improved and ev is not None:  # the kept epoch's confusion matrix, beside best.ckpt
+            # The kept epoch's confusion matrix, beside best.ckpt; drawn before the checkpoints
+            # are saved, so that a run killed between the two redoes the epoch and draws it again.
+            if improved and ev is not None:
                 plot_confusion(ev["confusion"], s.source.class_names, s.folder.confusion)
+            s.folder.save_epoch(st.net, kept, s.record, st.optimizer, rows, improved, st.ema)
         print(epoch_line(cfg, s, epoch, tr, ev, time.perf_counter() - t0, improved, st.scaler), flush=True)
         if stop:
             print(stop, flush=True)

@@ -176,7 +176,7 @@ def test_yaml_numbers_in_e_notation_and_a_runs_config(tiny_run, tmp_path, monkey
     assert cfg.output_dir == os.path.join("runs", "train")
     # A run's own config.yaml repeats its settings into a new folder.
     cfg = _resolve(["-c", os.path.join(tiny_run[0], "config.yaml")])
-    assert (cfg.model, cfg.lr, cfg.batch_size, cfg.limit_train_batches) == ("resnet18", 0.05, 32, 6)
+    assert (cfg.model, cfg.lr, cfg.batch_size, cfg.limit_train_batches) == ("resnet18", 0.01, 32, 6)
     assert cfg.output_dir == os.path.join("runs", "train") and not cfg.resume
     # --resume PATH takes the run's folder and settings; flags typed still win.
     cfg = _resolve(["--resume", tiny_run[0], "--num_workers", 1])

@@ -265,3 +265,17 @@ def test_killed_again_and_again_then_resumed_ends_like_an_uninterrupted_run(synt
     assert read_checkpoint(str(out / "best.ckpt"))[1].best_epoch == \
         read_checkpoint(str(reference / "best.ckpt"))[1].best_epoch
     assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+
+
+def test_a_run_killed_after_its_last_checkpoint_gets_its_curves_and_loses_its_temporaries(tiny_run, tmp_path):
+    """Killed while drawing its pictures: --resume has nothing to train, and sweeps up the
+    half-written file and draws the curves that were missing."""
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run[0], out)
+    (out / "curves.png").unlink()
+    (out / ".tmp-abc123-confusion.png").write_bytes(b"\x89PNG half")
+    proc = run_script("train.py", "--resume", out / "last.ckpt")
+    assert "nothing to do" in proc.stdout
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -35,10 +35,8 @@ def test_training_writes_every_output_and_best_is_the_best_epoch(run):
     assert best.epoch == 1 + int(np.argmax(val)) and best.best_acc == pytest.approx(max(val), abs=1e-5)
     assert last.epoch == 3 and last.best_epoch == best.epoch
     assert best.class_names[0] == "airplane" and best.num_classes == 10 and best.image_size == 32
-    # Learnable synthetic colours: training accuracy well above chance (0.1). Validation after
-    # 18 steps says little: BatchNorm's running statistics still lag (val loss 25-375, val
-    # accuracy 0.11-0.28 as rounding changes: 2026-12-03), so it is only checked for chance.
-    assert max(float(r["train_acc"]) for r in rows) > 0.5 and max(val) >= 0.1
+    # learnable synthetic colours: well above chance (0.1), in training and in validation
+    assert max(float(r["train_acc"]) for r in rows) > 0.5 and max(val) > 0.25
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert "epoch 3/3" in proc.stdout and f"at epoch {best.epoch}" in proc.stdout
     with Image.open(os.path.join(out, "curves.png")) as im:

@@ -1,5 +1,6 @@
 // CPU kernels for MindSpore's op plugin (MS_OP_PLUGIN_PATH): convolution through
-// oneDNN's blocked-layout primitives, BatchNorm and max-pool as plain loops over NCHW.
+// oneDNN's blocked-layout primitives (on 1x1 and 2x2 outputs as matrix products),
+// BatchNorm, max-pool and the momentum updates as plain loops over NCHW.
 //
 // Why: MindSpore 2.10's own CPU Conv2D kernels describe every tensor to oneDNN
 // as plain NCHW, which leaves oneDNN only its slow gemm (or, at AVX-512, its
@@ -26,6 +27,8 @@
 //   MaxPoolWithMask  x, kernel_size, strides, pads, dilation, ceil_mode, argmax_type -> y, mask
 //   MaxPoolGradWithMask x, dy, mask, kernel_size, strides, pads, dilation, ceil_mode,
 //                    argmax_type -> dx
+//   ApplyMomentum    variable, accumulation, learning_rate, gradient, momentum -> variable
+//   FusedWeightScaleApplyMomentum  weight_decay, loss_scale, then as ApplyMomentum
 #include <algorithm>
 #include <atomic>
 #include <chrono>
