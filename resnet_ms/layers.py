@@ -78,15 +78,13 @@ class Conv2d(nn.Conv2d):
     def __init__(self, *args, dense=False, onednn=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.onednn = onednn
-        # set by skip_input_gradient: this convolution reads the images
-        self.weight_gradient_only = _WeightGradientOnly(self) if onednn and self.bias is None else None
-        self.reads_images = False
+        self.weight_gradient_only = None  # set by skip_input_gradient: this convolution reads the images
         self.taps1, self.out1, self.taps2, self.out2 = tables_for(self) if dense and not onednn else (None, 0, None, 0)
         self.dense = self.taps1 is not None or self.taps2 is not None
 
     def construct(self, x):
         if self.onednn:  # shapes are static in graph mode: the padding is decided when compiling
-            if self.reads_images and self.weight_gradient_only is not None:
+            if self.weight_gradient_only is not None:
                 return self.weight_gradient_only(x, self.weight)
             x, padding = _padded(self, x)
             return mint.nn.functional.conv2d(x, self.weight, self.bias, self.stride, padding,
@@ -105,8 +103,8 @@ def skip_input_gradient(net):
     input gradient: for a training step, which differentiates the weights only. Nothing
     changes where that convolution is not on resnet_ms's kernels."""
     conv = getattr(net, "conv1", None)
-    if isinstance(conv, Conv2d):
-        conv.reads_images = True
+    if isinstance(conv, Conv2d) and conv.onednn and conv.bias is None and conv.weight_gradient_only is None:
+        conv.weight_gradient_only = _WeightGradientOnly(conv)
 
 
 class BatchNorm2d(nn.BatchNorm2d):

@@ -411,7 +411,7 @@ void Gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float *a, int
 }
 
 struct Scratch {
-  std::vector<float> x, w, y;
+  std::vector<float> x, w, y, dy;
   float *Get(std::vector<float> &v, int64_t size) {
     if (static_cast<int64_t>(v.size()) < size) v.resize(size);
     return v.data();
@@ -421,6 +421,16 @@ struct Scratch {
 Scratch &Buffers() {
   static Scratch s;
   return s;
+}
+
+// dout (ConvolutionGrad's input 0, `size` floats), copied first when dweight (output 12)
+// lies where it does: MindSpore may give an output the memory of a same-sized input, and
+// dweight is written before dinput reads dout.
+const float *Dout(const Args &a, int64_t size) {
+  if (a.p[12] != a.p[0]) return a.F(0);
+  float *copy = Buffers().Get(Buffers().dy, size);
+  std::memcpy(copy, a.F(0), sizeof(float) * size);
+  return copy;
 }
 
 // x as [n, K]: the input itself, or its window copied (also when `copy`: the output
@@ -454,11 +464,11 @@ void PixelForward(const Args &a, const Pixel &p, bool bias) {
 
 // dweight = dout^T x, then dinput = dout w (last: it may lie where dout does).
 void PixelBackward(const Args &a, const Pixel &p, bool want_dx, bool want_dw) {
-  const float *dy = a.F(0);
+  const float *dy = Dout(a, p.n * p.o);
   const int64_t K = p.K();
   if (want_dw) {
     const float *x = PixelInput(p, a.F(1), false);
-    const bool direct = p.whole_kernel() && a.p[12] != a.p[0] && a.p[12] != a.p[1];
+    const bool direct = p.whole_kernel() && a.p[12] != a.p[1];
     float *dw = direct ? a.F(12) : Buffers().Get(Buffers().w, p.o * K);
     Gemm('T', 'N', p.o, K, p.n, dy, p.o, x, K, dw, K);
     if (p.whole_kernel() && !direct)
@@ -468,7 +478,7 @@ void PixelBackward(const Args &a, const Pixel &p, bool want_dx, bool want_dw) {
   }
   if (!want_dx) return;
   const float *w = PixelWeight(p, a.F(2));
-  const bool direct = p.whole_input() && a.p[11] != a.p[0];
+  const bool direct = p.whole_input() && a.p[11] != dy;
   float *dx = direct ? a.F(11) : Buffers().Get(Buffers().y, p.n * K);
   Gemm('N', 'N', p.n, K, p.o, dy, p.o, w, K, dx, K);
   if (direct) return;
@@ -554,7 +564,7 @@ void SmallForward(const Args &a, const Small &m, bool bias) {
 // dweight from dM = dout^T x, then dinput = dout M (last: it may lie where dout does).
 void SmallBackward(const Args &a, const Small &m, bool want_dx, bool want_dw) {
   const int64_t in = m.In(), out = m.Out();
-  const float *dy = a.F(0);
+  const float *dy = Dout(a, m.n * out);
   float *matrix = Buffers().Get(Buffers().w, out * in);
   if (want_dw) {
     Gemm('T', 'N', out, in, m.n, dy, out, a.F(1), in, matrix, in);
@@ -562,7 +572,7 @@ void SmallBackward(const Args &a, const Small &m, bool want_dx, bool want_dw) {
   }
   if (!want_dx) return;
   Operator(m, a.F(2), matrix, true);
-  const bool direct = a.p[11] != a.p[0];
+  const bool direct = a.p[11] != dy;
   float *dx = direct ? a.F(11) : Buffers().Get(Buffers().y, m.n * in);
   Gemm('N', 'N', m.n, in, out, dy, out, matrix, in, dx, in);
   if (!direct) std::memcpy(a.F(11), dx, sizeof(float) * m.n * in);
