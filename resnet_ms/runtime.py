@@ -190,7 +190,7 @@ def fetch(*tensors):
     pipeline, AsyncRQueue::Wait). On this project's 2-core machine that spin took a
     whole core from the two threads that run the training step (top: the waiting
     thread at 100%, the kernels' at 80% and 40%); at niceness 19 it yields to them:
-    ResNet-18 b128 1.18-1.20x (benchmarks/RESULTS.md run 11).
+    ResNet-18 b128 1.19-1.28x (benchmarks/RESULTS.md run 11).
     """
     if not _waiter:
         _waiter.append(concurrent.futures.ThreadPoolExecutor(1, "resnet_ms-fetch", _lowest_priority))

@@ -337,8 +337,9 @@ def run(cfg):
         if done:
             if s.rank == 0:  # killed after its last checkpoint: sweep what it left, draw its curves
                 s.folder.prepare()
-                if not os.path.exists(s.folder.curves):
-                    plot_curves(s.folder.read_metrics(r.epoch), s.folder.curves)
+                rows = s.folder.read_metrics(r.epoch)
+                if rows and not os.path.exists(s.folder.curves):
+                    plot_curves(rows, s.folder.curves)
             print(f"nothing to do: {s.folder.path} has finished ({done}); best {r.selection_split} "
                   f"accuracy {_acc(best_acc)} at epoch {best_epoch}: {s.folder.best}")
             return {"best_acc": best_acc, "best_epoch": best_epoch, "best": s.folder.best, "finished": done}
