@@ -21,29 +21,25 @@ def same_padding(size, kernel, stride):
     return total // 2, total - total // 2
 
 
-def _append_zeros(x, rows, cols):
-    """x with zero rows below and zero columns to the right. A concatenation, not a pad
-    op: MindSpore 2.10 hung in the pad's gradient when a plugin convolution came before it."""
-    n, c, h, w = x.shape
-    if cols:
-        x = ops.concat((x, ops.zeros((n, c, h, cols), x.dtype)), 3)
-    if rows:
-        x = ops.concat((x, ops.zeros((n, c, rows, w + cols), x.dtype)), 2)
-    return x
-
-
-def _padded(conv, x):
-    """(input, symmetric padding) for mint's conv2d, which pads symmetrically: the extra
-    pixel that 'same' puts after (at stride 2) is appended first."""
+def _padding(conv, x):
+    """(padding, shortfall) of `conv` on `x`, in the form resnet_ms's Convolution kernel takes:
+    `padding` after each axis, and by how much the padding before it is less. pad_mode='same'
+    at stride 2 pads one pixel less before than after, which mint's conv2d (symmetric) cannot
+    say; MindSpore infers the output shape from `padding` as if symmetric, the same shape."""
     if conv.pad_mode == "valid":
-        return x, (0, 0)
+        return (0, 0), (0, 0)
     if conv.pad_mode == "pad":
-        return x, (conv.padding, conv.padding)
+        return (conv.padding, conv.padding), (0, 0)
     top, bottom = same_padding(x.shape[2], conv.kernel_size[0], conv.stride[0])
     left, right = same_padding(x.shape[3], conv.kernel_size[1], conv.stride[1])
-    if bottom > top or right > left:
-        x = _append_zeros(x, bottom - top, right - left)
-    return x, (top, left)
+    return (bottom, right), (bottom - top, right - left)
+
+
+def _convolution():
+    # resnet_ms's kernels only: MindSpore has no CPU kernel of its own for this op, so
+    # without them a network fails to compile rather than pad symmetrically
+    from mindspore.ops.auto_generate.gen_ops_prim import Convolution
+    return Convolution()
 
 
 class _WeightGradientOnly(nn.Cell):
@@ -61,34 +57,38 @@ class _WeightGradientOnly(nn.Cell):
         # the geometry only: a reference to `conv` would make it a cell of its own child
         self.pad_mode, self.padding, self.kernel_size = conv.pad_mode, conv.padding, conv.kernel_size
         self.stride, self.dilation, self.group = conv.stride, conv.dilation, conv.group
-        self.gradient = ConvolutionGrad()
+        self.convolution, self.gradient = _convolution(), ConvolutionGrad()
 
     def construct(self, x, weight):
-        x, padding = _padded(self, x)
-        return mint.nn.functional.conv2d(x, weight, None, self.stride, padding, self.dilation, self.group)
+        padding, shortfall = _padding(self, x)
+        return self.convolution(x, weight, None, self.stride, padding, self.dilation, False, shortfall, self.group)
 
     def bprop(self, x, weight, out, dout):
-        padded, padding = _padded(self, x)
-        _, dweight, _ = self.gradient(dout, padded, weight, None, self.stride, padding, self.dilation, False,
-                                      (0, 0), self.group, (0, 1, 0))  # output_mask: dweight only
+        padding, shortfall = _padding(self, x)
+        _, dweight, _ = self.gradient(dout, x, weight, None, self.stride, padding, self.dilation, False,
+                                      shortfall, self.group, (0, 1, 0))  # output_mask: dweight only
         return ops.zeros_like(x), dweight
 
 
 class Conv2d(nn.Conv2d):
     def __init__(self, *args, dense=False, onednn=False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.onednn = onednn
+        # 'same' with an even kernel at stride 1 pads more after by one pixel, and a
+        # symmetric `padding` would give one output pixel more: MindSpore's op, not _padding's
+        self.onednn = onednn and not (self.pad_mode == "same" and any(
+            s == 1 and k % 2 == 0 for s, k in zip(self.stride, self.kernel_size)))
+        self.convolution = _convolution() if self.onednn else None
         self.weight_gradient_only = None  # set by skip_input_gradient: this convolution reads the images
-        self.taps1, self.out1, self.taps2, self.out2 = tables_for(self) if dense and not onednn else (None, 0, None, 0)
+        self.taps1, self.out1, self.taps2, self.out2 = tables_for(self) if dense and not self.onednn else (None, 0, None, 0)
         self.dense = self.taps1 is not None or self.taps2 is not None
 
     def construct(self, x):
         if self.onednn:  # shapes are static in graph mode: the padding is decided when compiling
             if self.weight_gradient_only is not None:
                 return self.weight_gradient_only(x, self.weight)
-            x, padding = _padded(self, x)
-            return mint.nn.functional.conv2d(x, self.weight, self.bias, self.stride, padding,
-                                             self.dilation, self.group)
+            padding, shortfall = _padding(self, x)
+            return self.convolution(x, self.weight, self.bias, self.stride, padding, self.dilation, False,
+                                    shortfall, self.group)
         if self.dense:
             h, w = x.shape[2], x.shape[3]
             if h == 1 and w == 1 and self.taps1 is not None:

@@ -1,6 +1,6 @@
 // CPU kernels for MindSpore's op plugin (MS_OP_PLUGIN_PATH): convolution through
-// oneDNN's blocked-layout primitives (on 1x1 and 2x2 outputs as matrix products),
-// BatchNorm, max-pool and the momentum updates as plain loops over NCHW.
+// oneDNN's blocked-layout primitives (on 1x1 outputs, and the gradients on 2x2 ones, as
+// matrix products), BatchNorm, max-pool and the momentum updates as plain loops over NCHW.
 //
 // Why: MindSpore 2.10's own CPU Conv2D kernels describe every tensor to oneDNN
 // as plain NCHW, which leaves oneDNN only its slow gemm (or, at AVX-512, its
@@ -18,6 +18,9 @@
 // Exported ops (float32 only; anything else returns an error code, which
 // MindSpore turns into an exception):
 //   Conv2DExt        input, weight, bias|None, stride, padding, dilation, groups -> output
+//   Convolution      input, weight, bias|None, stride, padding, dilation, transposed (false),
+//                    output_padding, groups -> output   (output_padding: how much less the
+//                    padding before each axis is than `padding`, the padding after it)
 //   ConvolutionGrad  dout, input, weight, bias|None, stride, padding, dilation, transposed,
 //                    output_padding, groups, output_mask -> dinput, dweight, dbias
 //   BatchNormExt     x, weight, bias, running_mean, running_var, training, momentum, eps
@@ -63,6 +66,15 @@ using dt = dnnl::memory::data_type;
 
 thread_local bool tl_in_parallel = false;
 
+// How long a thread of the pool waits for work (or the caller for its workers) awake
+// before it sleeps. 200 us: ResNet-18 b64 training 606-664 images/s without, 720-760
+// at 200, and no better at 1000 or 5000 (run 15); GNU OpenMP, PyTorch's, spins about
+// as long by default. RESNET_MS_KERNEL_SPIN_US=0: sleep at once.
+int SpinMicroseconds() {
+  const char *env = std::getenv("RESNET_MS_KERNEL_SPIN_US");
+  return env ? std::max(0, std::atoi(env)) : 200;
+}
+
 class ThreadPool : public dnnl::threadpool_interop::threadpool_iface {
  public:
   explicit ThreadPool(int n) : n_(n < 1 ? 1 : n) {
@@ -96,8 +108,10 @@ class ThreadPool : public dnnl::threadpool_interop::threadpool_iface {
     }
     wake_.notify_all();
     Run(&job);
+    auto finished = [&] { return job.done.load() == n && active_.load() == 0; };
+    Spin(finished);  // a worker finishing its part is often microseconds away
     std::unique_lock<std::mutex> lk(m_);
-    done_.wait(lk, [&] { return job.done.load() == n && active_ == 0; });
+    done_.wait(lk, finished);  // under the lock: no worker can still be taking `job`
     job_ = nullptr;
   }
 
@@ -118,10 +132,24 @@ class ThreadPool : public dnnl::threadpool_interop::threadpool_iface {
     tl_in_parallel = false;
   }
 
+  // Waits up to spin_us_ for `ready`, without sleeping: a sleeping thread takes tens of
+  // microseconds to wake, and a convolution call is a few parallel sections (reorders, the
+  // primitive) of a few hundred microseconds each (run 15).
+  template <typename Ready>
+  void Spin(Ready ready) const {
+    if (spin_us_ <= 0 || ready()) return;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+    do {
+      for (int i = 0; i < 64; ++i) __builtin_ia32_pause();
+      if (ready()) return;
+    } while (std::chrono::steady_clock::now() < until);
+  }
+
   void Work() {
     uint64_t seen = 0;
     for (;;) {
       Job *job;
+      Spin([&] { return generation_.load() != seen; });
       {
         std::unique_lock<std::mutex> lk(m_);
         wake_.wait(lk, [&] { return stop_ || generation_ != seen; });
@@ -145,9 +173,10 @@ class ThreadPool : public dnnl::threadpool_interop::threadpool_iface {
   std::mutex m_, outer_;
   std::condition_variable wake_, done_;
   Job *job_ = nullptr;
-  uint64_t generation_ = 0;
-  int active_ = 0;
+  std::atomic<uint64_t> generation_{0};  // written under m_, read without it while spinning
+  std::atomic<int> active_{0};
   bool stop_ = false;
+  const int spin_us_ = SpinMicroseconds();
 };
 
 int ThreadCount() {
@@ -329,14 +358,26 @@ void MakeBackward(Conv &c, const ConvShape &s) {
 }
 
 // Shape of a convolution from its arguments: input at `x`, weight at `w`,
-// output at `y`, then stride, padding, dilation at `first` .. first+2.
-bool ReadConv(const Args &a, int x, int w, int y, int bias, int first, ConvShape *s) {
+// output at `y`, then stride, padding, dilation at `first` .. first+2. `less`, when
+// given, is the argument (Convolution's output_padding) that says by how much the
+// padding before each axis falls short of `padding`, which is the padding after it:
+// pad_mode='same' at stride 2 pads one pixel less above and to the left
+// (layers.py). MindSpore infers the output shape from `padding` alone, as if
+// symmetric, and that is the shape of the asymmetric convolution too.
+bool ReadConv(const Args &a, int x, int w, int y, int bias, int first, ConvShape *s, int less = -1) {
   if (a.nd[x] != 4 || a.nd[w] != 4 || a.nd[y] != 4 || !a.IsF32(x) || !a.IsF32(w)) return false;
   s->src = a.Shape(x);
   s->wei = a.Shape(w);
   s->dst = a.Shape(y);
   s->strides = a.Pair(first);
   s->pad_l = s->pad_r = a.Pair(first + 1);
+  if (less >= 0) {
+    const auto short_by = a.Pair(less);
+    for (int i = 0; i < 2; ++i) {
+      if (short_by[i] < 0 || short_by[i] > s->pad_r[i]) return false;
+      s->pad_l[i] -= short_by[i];
+    }
+  }
   auto d = a.Pair(first + 2);
   s->dilates = {d[0] - 1, d[1] - 1};
   s->bias = !a.IsNone(bias);
@@ -358,17 +399,22 @@ void BiasGrad(const float *dout, const memory::dims &dst, float *db) {
 // ---------------------------------------------------------------- one output pixel
 
 // A convolution with a 1x1 output (ResNet's last stages at 32 px: 3x3 kernels on
-// 1x1 maps, stride-2 ones on 2x2 maps padded to 3x3, 1x1 kernels on 1x1 maps) is one
-// matrix product over the taps that fall on the input: y[n,o] = sum_k x[n,k] w[o,k].
-// oneDNN's direct kernels took 5-20x the time of that product on these shapes
-// (benchmarks/RESULTS.md run 11), and its weight reorders cost as much again.
+// 1x1 maps, stride-2 ones on 2x2 maps, 1x1 kernels on 1x1 maps) is one matrix product
+// over the taps that fall on the input: y[n,o] = sum_k x[n,k] w[o,k]. oneDNN's direct
+// kernels took 5-20x the time of that product on these shapes (benchmarks/RESULTS.md
+// run 11), and its weight reorders cost as much again.
 struct Pixel {
   int64_t n, c, h, w, o, kh, kw;
   int64_t u0, nu, v0, nv;  // the taps used: rows u0 .. u0+nu-1, columns v0 .. v0+nv-1
   int64_t r0, c0;          // the input pixel under tap (u0, v0)
-  int64_t K() const { return c * nu * nv; }
-  bool whole_input() const { return r0 == 0 && c0 == 0 && nu == h && nv == w; }  // x is [n, K] as it is
-  bool whole_kernel() const { return nu == kh && nv == kw; }                  // w is [o, K] as it is
+  // The whole input lies under a part of the kernel (the stride-2 3x3 on 2x2 maps): it is
+  // copied into a zero frame of the kernel's size rather than the weight cut to that part.
+  // The weight is the larger (512 x 256 x 3x3 against 64 x 256 x 2x2 at batch 64), and
+  // gathering its part cost more than the product's extra zeros (run 15).
+  bool framed;
+  int64_t K() const { return framed ? c * kh * kw : c * nu * nv; }
+  bool whole_input() const { return !framed && r0 == 0 && c0 == 0 && nu == h && nv == w; }  // x is [n, K]
+  bool whole_kernel() const { return framed || (nu == kh && nv == kw); }                   // w is [o, K]
 };
 
 // The product form of `s`, when its output is one pixel and every tap reads inside.
@@ -378,7 +424,9 @@ bool AsPixel(const ConvShape &s, Pixel *p) {
   const int64_t u0 = std::max<int64_t>(0, s.pad_l[0]), u1 = std::min(kh, s.pad_l[0] + h);
   const int64_t v0 = std::max<int64_t>(0, s.pad_l[1]), v1 = std::min(kw, s.pad_l[1] + w);
   if (u1 <= u0 || v1 <= v0) return false;
-  *p = {s.src[0], s.src[1], h, w, s.wei[0], kh, kw, u0, u1 - u0, v0, v1 - v0, u0 - s.pad_l[0], v0 - s.pad_l[1]};
+  *p = {s.src[0], s.src[1], h, w, s.wei[0], kh, kw, u0, u1 - u0, v0, v1 - v0, u0 - s.pad_l[0], v0 - s.pad_l[1],
+        false};
+  p->framed = !p->whole_kernel() && p->whole_input() && p->n * kh * kw <= p->o * p->nu * p->nv;
   return true;
 }
 
@@ -438,7 +486,9 @@ const float *Dout(const Args &a, int64_t size) {
 const float *PixelInput(const Pixel &p, float *x, bool copy) {
   if (p.whole_input() && !copy) return x;
   float *buf = Buffers().Get(Buffers().x, p.n * p.K());
-  if (p.whole_input())
+  if (p.framed)
+    Window(buf, x, p.n, p.c, p.kh, p.kw, p.u0, p.nu, p.v0, p.nv, false);
+  else if (p.whole_input())
     std::memcpy(buf, x, sizeof(float) * p.n * p.K());
   else
     Window(x, buf, p.n, p.c, p.h, p.w, p.r0, p.nu, p.c0, p.nv, true);
@@ -482,7 +532,9 @@ void PixelBackward(const Args &a, const Pixel &p, bool want_dx, bool want_dw) {
   float *dx = direct ? a.F(11) : Buffers().Get(Buffers().y, p.n * K);
   Gemm('N', 'N', p.n, K, p.o, dy, p.o, w, K, dx, K);
   if (direct) return;
-  if (p.whole_input())
+  if (p.framed)
+    Window(dx, a.F(11), p.n, p.c, p.kh, p.kw, p.u0, p.nu, p.v0, p.nv, true);
+  else if (p.whole_input())
     std::memcpy(a.F(11), dx, sizeof(float) * p.n * K);
   else
     Window(a.F(11), dx, p.n, p.c, p.h, p.w, p.r0, p.nu, p.c0, p.nv, false);
@@ -496,7 +548,9 @@ void PixelBackward(const Args &a, const Pixel &p, bool want_dx, bool want_dw) {
 // sum over (c,p,q) of x[n, (c,p,q)] M[(o,i,j), (c,p,q)], M holding the weight of the tap
 // that joins input pixel (p,q) to output pixel (i,j), or 0. Both tensors are NCHW as
 // they lie. At 2x2 that is 4/9 of the direct convolution's multiply-adds, and oneDNN's
-// gradients took 1.5-2x its forward's time on these shapes (RESULTS.md run 11).
+// gradients took 1.5-2x its forward's time on these shapes (RESULTS.md run 11). The
+// gradients only: the forward, on oneDNN, took 0.70x the product's time at batch 64 and
+// as long at 128 (ResNet-18, run 15): M is made anew at every call.
 struct Small {
   int64_t n, c, h, w, o, oh, ow, kh, kw, sh, sw, ph, pw;
   int64_t In() const { return c * h * w; }
@@ -544,23 +598,6 @@ void Operator(const Small &m, float *weight, float *matrix, bool to_matrix) {
   });
 }
 
-void SmallForward(const Args &a, const Small &m, bool bias) {
-  const int64_t in = m.In(), out = m.Out();
-  float *x = a.F(0);
-  if (a.p[0] == a.p[7]) {  // the output lies where the input does
-    x = Buffers().Get(Buffers().x, m.n * in);
-    std::memcpy(x, a.F(0), sizeof(float) * m.n * in);
-  }
-  float *matrix = Buffers().Get(Buffers().w, out * in), *y = a.F(7);
-  Operator(m, a.F(1), matrix, true);
-  Gemm('N', 'T', m.n, out, in, x, in, matrix, in, y, out);
-  if (!bias) return;
-  const float *b = a.F(2);
-  const int64_t pixels = m.oh * m.ow;
-  for (int64_t i = 0; i < m.n * m.o; ++i)
-    for (int64_t k = 0; k < pixels; ++k) y[i * pixels + k] += b[i % m.o];
-}
-
 // dweight from dM = dout^T x, then dinput = dout M (last: it may lie where dout does).
 void SmallBackward(const Args &a, const Small &m, bool want_dx, bool want_dw) {
   const int64_t in = m.In(), out = m.Out();
@@ -581,17 +618,10 @@ void SmallBackward(const Args &a, const Small &m, bool want_dx, bool want_dw) {
 // RESNET_MS_ONEDNN_ONLY=1: these too on oneDNN's kernels (to measure what the products save)
 const bool kPixelOff = std::getenv("RESNET_MS_ONEDNN_ONLY") != nullptr;
 
-int ConvForward(const Args &a) {
-  ConvShape s;
-  if (a.n != 8 || a.Int(6) != 1 || !ReadConv(a, 0, 1, 7, 2, 3, &s)) return 1;
+int ConvForward(const Args &a, const ConvShape &s) {
   Pixel px;
-  Small sm;
   if (!kPixelOff && AsPixel(s, &px)) {
     PixelForward(a, px, s.bias);
-    return 0;
-  }
-  if (!kPixelOff && AsSmall(s, &sm)) {
-    SmallForward(a, sm, s.bias);
     return 0;
   }
   auto &ctx = Ctx();
@@ -605,9 +635,36 @@ int ConvForward(const Args &a) {
   return 0;
 }
 
+// Conv2DExt: input, weight, bias, stride, padding, dilation, groups -> output
+int Conv2DForward(const Args &a) {
+  ConvShape s;
+  if (a.n != 8 || a.Int(6) != 1 || !ReadConv(a, 0, 1, 7, 2, 3, &s)) return 1;
+  return ConvForward(a, s);
+}
+
+// Convolution: input, weight, bias, stride, padding, dilation, transposed, output_padding,
+// groups -> output. Its arguments are passed on in Conv2DExt's order (the output at 7).
+int ConvolutionForward(const Args &a) {
+  ConvShape s;
+  if (a.n != 10 || a.Bool(6) || a.Int(8) != 1 || !ReadConv(a, 0, 1, 9, 2, 3, &s, 7)) return 1;
+  const int order[8] = {0, 1, 2, 3, 4, 5, 8, 9};
+  void *p[8];
+  int nd[8];
+  int64_t *sh[8];
+  const char *dtype[8];
+  for (int i = 0; i < 8; ++i) {
+    p[i] = a.p[order[i]];
+    nd[i] = a.nd[order[i]];
+    sh[i] = a.sh[order[i]];
+    dtype[i] = a.dtype[order[i]];
+  }
+  return ConvForward(Args{8, p, nd, sh, dtype}, s);
+}
+
+// ConvolutionGrad (of both): output_padding is Convolution's padding shortfall (Conv2DExt's is 0).
 int ConvBackward(const Args &a) {
   ConvShape s;
-  if (a.n != 14 || a.Bool(7) || a.Int(9) != 1 || !ReadConv(a, 1, 2, 0, 3, 4, &s)) return 1;
+  if (a.n != 14 || a.Bool(7) || a.Int(9) != 1 || !ReadConv(a, 1, 2, 0, 3, 4, &s, 8)) return 1;
   auto mask = a.Ints(10);
   const bool want_dx = mask.size() > 0 && mask[0], want_dw = mask.size() > 1 && mask[1];
   // dbias before dinput overwrites dout where they share memory. Without a bias there is
@@ -999,7 +1056,7 @@ int Guarded(const char *name, F body, int n, void **p, int *nd, int64_t **sh, co
   }
 }
 
-const char *kOps[] = {"Conv2DExt",          "ConvolutionGrad", "BatchNormExt", "BatchNormGradExt",
+const char *kOps[] = {"Conv2DExt",       "Convolution",     "ConvolutionGrad", "BatchNormExt", "BatchNormGradExt",
                       "MaxPoolWithMask", "MaxPoolGradWithMask",
                       "ApplyMomentum",   "FusedWeightScaleApplyMomentum"};
 
@@ -1018,7 +1075,8 @@ bool IsKernelRegistered(const char *name) {
   int NAME(int n, void **p, int *nd, int64_t **sh, const char **dtype, void *, void *extra) {  \
     return Guarded(#NAME, BODY, n, p, nd, sh, dtype, extra);                                    \
   }
-RESNET_MS_OP(Conv2DExt, ConvForward)
+RESNET_MS_OP(Conv2DExt, Conv2DForward)
+RESNET_MS_OP(Convolution, ConvolutionForward)
 RESNET_MS_OP(ConvolutionGrad, ConvBackward)
 RESNET_MS_OP(BatchNormExt, BatchNormForward)
 RESNET_MS_OP(BatchNormGradExt, BatchNormBackward)
