@@ -123,14 +123,26 @@ class BatchNorm2d(nn.BatchNorm2d):
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """A k x k max-pool of stride k without padding (SmallResNet's 2x2 pools)."""
+    """A max-pool; `padding`: "valid", "same" (MindSpore's: the extra pixel after) or a
+    number of pixels on every side (torchvision's; resnet_ms's kernels only)."""
 
-    def __init__(self, kernel_size, onednn=False):
-        super().__init__(kernel_size=kernel_size, stride=kernel_size)
-        self.onednn = onednn
-        self.size = kernel_size
+    def __init__(self, kernel_size, stride=None, padding="valid", onednn=False):
+        stride = stride or kernel_size
+        if not isinstance(padding, str) and not onednn:
+            raise ValueError("a max-pool padded by a number of pixels runs on resnet_ms's kernels only")
+        super().__init__(kernel_size=kernel_size, stride=stride, pad_mode="same" if padding == "same" else "valid")
+        self.onednn, self.size, self.step, self.padding = onednn, kernel_size, stride, padding
 
     def construct(self, x):
-        if self.onednn:  # MindSpore's own CPU gradient of this pool is slow (benchmarks/RESULTS.md run 7)
-            return mint.nn.functional.max_pool2d(x, self.size, self.size)
-        return super().construct(x)
+        if not self.onednn:  # MindSpore's own CPU gradient of this pool is slow (benchmarks/RESULTS.md run 7)
+            return super().construct(x)
+        if self.padding == "valid":
+            return mint.nn.functional.max_pool2d(x, self.size, self.step)
+        if self.padding != "same":
+            return mint.nn.functional.max_pool2d(x, self.size, self.step, self.padding)
+        # 'same' pads one pixel less before than after at stride 2 (even sizes): the padding
+        # before on both sides, and ceil mode's last window stands for the one after
+        top, bottom = same_padding(x.shape[2], self.size, self.step)
+        left, right = same_padding(x.shape[3], self.size, self.step)
+        return mint.nn.functional.max_pool2d(x, self.size, self.step, (top, left),
+                                             ceil_mode=bottom > top or right > left)

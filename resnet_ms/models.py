@@ -45,10 +45,12 @@ def conv(in_ch, out_ch, kernel, stride=1, padding="same"):
 
 def max_pool(padding="same"):
     """The stem's 3x3 stride-2 max-pool under a padding convention."""
+    onednn = onednn_layers()
     if padding != "pytorch":
-        return nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")  # course and mindcv
-    # torchvision's MaxPool2d(3, 2, padding=1) pads one pixel on every side with
-    # -inf. Zeros give the same result here, since the input comes out of a ReLU
+        return MaxPool2d(3, 2, "same", onednn=onednn)  # course and mindcv
+    if onednn:  # torchvision's MaxPool2d(3, 2, padding=1): one pixel of -inf on every side
+        return MaxPool2d(3, 2, 1, onednn=True)
+    # Elsewhere zeros: the same result here, since the input comes out of a ReLU
     # (>= 0) and every window holds a real pixel; MaxPool2d(pad_mode='pad') would
     # also do, but it does not export to ONNX in MindSpore 2.10 (no converter for
     # its MaxPool3DWithArgmax).

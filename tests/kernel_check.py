@@ -12,8 +12,9 @@ of the largest relative differences (loss, each gradient, running statistics).
     python tests/kernel_check.py mixed resnet18 16 32 pytorch nopool
         (MindSpore's convolutions with our BatchNorm, against our convolutions with
         MindSpore's BatchNorm: each of our ops against MindSpore's inside a whole network)
-    python tests/kernel_check.py pool 16 64 31 2
-        (a 1x1 conv, then a k x k max-pool: batch, channels, size, k; only the pool differs)
+    python tests/kernel_check.py pool 16 64 31 2|stem [same|pytorch]
+        (a 1x1 conv, then a k x k max-pool of stride k or the stem's 3x3 stride-2 one:
+        batch, channels, size, k or stem and its padding; only the pool differs)
     python tests/kernel_check.py perturbed resnet18 16 32 pytorch nopool 1e-6
         (MindSpore's kernels on both sides, the second input scaled by 1 + 1e-6 * noise:
         how far a rounding-sized change moves the whole network's own gradients)
@@ -25,7 +26,7 @@ import numpy as np
 
 import resnet_ms  # noqa: F401  (first: loads the kernels before MindSpore)
 import mindspore as ms
-from mindspore import nn
+from mindspore import nn, ops
 
 from resnet_ms import cpu_kernels, models
 from resnet_ms.layers import BatchNorm2d, Conv2d, MaxPool2d
@@ -64,16 +65,29 @@ class Stage(nn.Cell):
 
 
 class Pool(nn.Cell):
-    """A 1x1 conv (MindSpore's on both sides), then a k x k max-pool, then a classifier."""
+    """A 1x1 conv (MindSpore's on both sides), then a k x k max-pool of stride k, or the
+    stem's 3x3 stride-2 one under a padding convention (`padding`), then a classifier."""
 
-    def __init__(self, channels, k, onednn):
+    def __init__(self, channels, k, onednn, padding=None):
         super().__init__()
         self.conv0 = Conv2d(channels, channels, 1, 1, pad_mode="same", has_bias=False)
-        self.conv1 = MaxPool2d(k, onednn=onednn)  # named conv1: main() reads fast.conv1.onednn
+        # named conv1: main() reads fast.conv1.onednn
+        if padding is None:
+            self.conv1 = MaxPool2d(k, onednn=onednn)
+        elif onednn:
+            self.conv1 = models.max_pool(padding)
+        else:
+            with native_layers():
+                self.conv1 = models.max_pool(padding)
+        # the stem's pool reads a ReLU's output: MindSpore's side of "pytorch" pads with zeros
+        self.positive = padding is not None
         self.fc = nn.Dense(channels, 10)
 
     def construct(self, x):
-        return self.fc(self.conv1(self.conv0(x)).mean(axis=(2, 3)))
+        x = self.conv0(x)
+        if self.positive:
+            x = ops.exp(x)
+        return self.fc(self.conv1(x).mean(axis=(2, 3)))
 
 
 def _use(net, kind):
@@ -104,9 +118,10 @@ def networks(argv):
             native = Stage(in_ch, out_ch, stride, blocks, argv[7])
         fast = Stage(in_ch, out_ch, stride, blocks, argv[7])
     elif argv[0] == "pool":
-        batch, channels, size, k = map(int, argv[1:5])
+        batch, channels, size = map(int, argv[1:4])
+        k, padding = (3, argv[5]) if argv[4] == "stem" else (int(argv[4]), None)
         ms.set_seed(3)
-        native, fast = Pool(channels, k, False), Pool(channels, k, True)
+        native, fast = Pool(channels, k, False, padding), Pool(channels, k, True, padding)
     elif argv[0] == "block":
         batch, channels, size, stride = map(int, argv[1:5])
         bias = argv[-1] == "bias"

@@ -140,11 +140,15 @@ def test_a_biased_convolution_matches_mindspores_kernels(size, stride):
     assert out["grads"]["conv1.bias"] < 1e-5 and max(out["grads"].values()) < 1e-4, out["grads"]
 
 
-# SmallResNet's 2x2 pools on odd and even maps (31 -> 15, 15 -> 7, 7 -> 3), and a 3x3 one
+# SmallResNet's 2x2 pools on odd and even maps (31 -> 15, 15 -> 7, 7 -> 3), a 3x3 one, and
+# the ImageNet stem's 3x3 stride-2 one under both paddings, on even and odd maps ('same' on
+# 16: one pixel after only, as ceil mode; on 15: one on each side)
 @pytest.mark.parametrize("batch, channels, size, k", [(8, 16, 31, 2), (8, 32, 15, 2), (8, 64, 7, 2), (4, 8, 10, 2),
-                                                     (4, 8, 11, 3)])
+                                                     (4, 8, 11, 3), (8, 16, 16, "stem same"),
+                                                     (8, 16, 15, "stem same"), (8, 16, 16, "stem pytorch"),
+                                                     (4, 8, 56, "stem same"), (8, 16, 15, "stem pytorch")])
 def test_max_pool_matches_mindspores(batch, channels, size, k):
-    out = check("pool", batch, channels, size, k)
+    out = check("pool", batch, channels, size, *str(k).split())
     assert out["loss"] < 1e-6 and out["eval"] < 1e-6 and max(out["grads"].values()) < 1e-6, out["grads"]
 
 

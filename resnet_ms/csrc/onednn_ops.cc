@@ -827,32 +827,37 @@ int BatchNormBackward(const Args &a) {
 // ---------------------------------------------------------------- max-pool
 
 // MindSpore's own CPU max-pool gradient is slow (about 0.3 s of the 0.48 s a resnet_hour
-// step at batch 256 spent outside these kernels, benchmarks/RESULTS.md run 7);
-// `mint.nn.functional.max_pool2d` compiles to these two
-// ops, which MindSpore has no CPU kernel for. Windows without padding or dilation, floor
-// mode. The gradient finds each window's maximum again in x (the first one on ties, as
-// the forward's index says), so it does not depend on how the mask output is laid out.
+// step at batch 256 spent outside these kernels, benchmarks/RESULTS.md run 7), and its
+// forward runs on one thread; `mint.nn.functional.max_pool2d` compiles to these two ops,
+// which MindSpore has no CPU kernel for. No dilation; padding (symmetric) is left out of
+// the windows, as -inf would be; the output's size is MindSpore's (floor or ceil mode),
+// read from the output's shape. The gradient finds each window's maximum again in x (the
+// first one on ties, as the forward's index says), so it does not depend on how the mask
+// output is laid out.
 struct PoolShape {
-  int64_t planes, h, w, oh, ow, kh, kw, sh, sw;
+  int64_t planes, h, w, oh, ow, kh, kw, sh, sw, ph, pw;
 };
 
-bool ReadPool(const Args &a, int x, int first, PoolShape *s) {
-  if (a.nd[x] != 4 || !a.IsF32(x)) return false;
+// x at `x`, kernel_size, strides, pads, dilation at `first` .., the output (or its
+// gradient) at `y`.
+bool ReadPool(const Args &a, int x, int first, int y, PoolShape *s) {
+  if (a.nd[x] != 4 || a.nd[y] != 4 || !a.IsF32(x)) return false;
   const auto k = a.Pair(first), st = a.Pair(first + 1), pad = a.Pair(first + 2), dil = a.Pair(first + 3);
-  if (pad[0] || pad[1] || dil[0] != 1 || dil[1] != 1 || a.Bool(first + 4)) return false;
-  const auto d = a.Shape(x);
-  *s = {d[0] * d[1], d[2], d[3], (d[2] - k[0]) / st[0] + 1, (d[3] - k[1]) / st[1] + 1, k[0], k[1], st[0], st[1]};
-  return s->oh > 0 && s->ow > 0;
+  if (dil[0] != 1 || dil[1] != 1 || pad[0] < 0 || pad[1] < 0 || pad[0] >= k[0] || pad[1] >= k[1]) return false;
+  const auto d = a.Shape(x), o = a.Shape(y);
+  *s = {d[0] * d[1], d[2], d[3], o[2], o[3], k[0], k[1], st[0], st[1], pad[0], pad[1]};
+  // every window starts inside the input or its padding, and holds a pixel of it
+  return s->oh > 0 && s->ow > 0 && (s->oh - 1) * s->sh < s->h + s->ph && (s->ow - 1) * s->sw < s->w + s->pw;
 }
 
 // Offset in the plane of the first maximum of output pixel (i, j)'s window.
 inline int64_t ArgMax(const float *plane, const PoolShape &s, int64_t i, int64_t j) {
-  int64_t best = i * s.sh * s.w + j * s.sw;
-  for (int64_t u = 0; u < s.kh; ++u)
-    for (int64_t v = 0; v < s.kw; ++v) {
-      const int64_t at = (i * s.sh + u) * s.w + j * s.sw + v;
-      if (plane[at] > plane[best]) best = at;
-    }
+  const int64_t u0 = std::max<int64_t>(0, i * s.sh - s.ph), u1 = std::min(s.h, i * s.sh - s.ph + s.kh);
+  const int64_t v0 = std::max<int64_t>(0, j * s.sw - s.pw), v1 = std::min(s.w, j * s.sw - s.pw + s.kw);
+  int64_t best = u0 * s.w + v0;
+  for (int64_t u = u0; u < u1; ++u)
+    for (int64_t v = v0; v < v1; ++v)
+      if (plane[u * s.w + v] > plane[best]) best = u * s.w + v;
   return best;
 }
 
@@ -880,7 +885,7 @@ void Pool2x2Backward(const float *x, const float *g, float *dx, const PoolShape 
 // MaxPoolWithMask: x, kernel_size, strides, pads, dilation, ceil_mode, argmax_type -> y, mask
 int MaxPoolForward(const Args &a) {
   PoolShape s;
-  if (a.n != 9 || !ReadPool(a, 0, 1, &s)) return 1;
+  if (a.n != 9 || !ReadPool(a, 0, 1, 7, &s)) return 1;
   const float *x = a.F(0);
   float *y = a.F(7);
   // The mask (an Ascend-style bitmask on CPU too) is left unwritten: the gradient below
@@ -896,10 +901,11 @@ int MaxPoolForward(const Args &a) {
 // MaxPoolGradWithMask: x, dy, mask, kernel_size, strides, pads, dilation, ceil_mode, argmax_type -> dx
 int MaxPoolBackward(const Args &a) {
   PoolShape s;
-  if (a.n != 10 || !ReadPool(a, 0, 3, &s) || !a.IsF32(1)) return 1;
+  if (a.n != 10 || !ReadPool(a, 0, 3, 1, &s) || !a.IsF32(1)) return 1;
   const float *x = a.F(0), *dy = a.F(1);
   float *dx = a.F(9);
-  const bool two = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2;
+  const bool two = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 &&
+                   2 * s.oh <= s.h && 2 * s.ow <= s.w;
   Ctx().pool.parallel_for(static_cast<int>(s.planes), [&](int p, int) {
     const float *plane = x + p * s.h * s.w, *g = dy + p * s.oh * s.ow;
     float *out = dx + p * s.h * s.w;
