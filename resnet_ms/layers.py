@@ -1,10 +1,11 @@
-"""The convolution, BatchNorm and max-pool cells of the networks, with the CPU fast paths.
+"""The convolution, BatchNorm, max-pool and classifier cells of the networks, with the CPU fast paths.
 
-They are the standard cells (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d: the same
+They are the standard cells (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.Dense: the same
 parameters, names and checkpoints); what changes is how they run, fixed when a
 network is built:
-  - `onednn`: through `mindspore.mint`'s conv2d, batch_norm and max_pool2d, whose
-    ops MindSpore routes to resnet_ms's kernels (cpu_kernels.py);
+  - `onednn`: through ops that MindSpore routes to resnet_ms's kernels (cpu_kernels.py):
+    Convolution (its output_padding carrying 'same''s one pixel less before), mint's
+    batch_norm and max_pool2d; the classifier as a 1x1 convolution;
   - `dense` (convolutions only): on 1x1/2x2 maps as one matrix product (smallmap.py);
   - otherwise MindSpore's own ops, as for export and on GPU/Ascend.
 """
@@ -105,6 +106,25 @@ def skip_input_gradient(net):
     conv = getattr(net, "conv1", None)
     if isinstance(conv, Conv2d) and conv.onednn and conv.bias is None and conv.weight_gradient_only is None:
         conv.weight_gradient_only = _WeightGradientOnly(conv)
+
+
+class Dense(nn.Dense):
+    """The classifier. On resnet_ms's kernels it runs as a 1x1 convolution of a 1x1 map,
+    one matrix product on both cores each way: MindSpore's own CPU MatMul took 2.6-3.0 ms
+    for each of its gradients at 128 x 256 -> 10, on one thread (benchmarks/RESULTS.md run 15)."""
+
+    def __init__(self, in_channels, out_channels, onednn=False):
+        super().__init__(in_channels, out_channels)
+        self.onednn = onednn
+        self.convolution = _convolution() if onednn else None
+
+    def construct(self, x):
+        if not self.onednn:
+            return super().construct(x)
+        n, c, o = x.shape[0], self.in_channels, self.out_channels
+        y = self.convolution(x.reshape(n, c, 1, 1), self.weight.reshape(o, c, 1, 1), self.bias, (1, 1), (0, 0),
+                             (1, 1), False, (0, 0), 1)
+        return y.reshape(n, o)
 
 
 class BatchNorm2d(nn.BatchNorm2d):

@@ -18,7 +18,7 @@ weights under another convention give logits that are off by percents, so
 from mindspore import nn
 from mindspore.common.initializer import HeNormal, Zero
 
-from .layers import BatchNorm2d, Conv2d, MaxPool2d
+from .layers import BatchNorm2d, Conv2d, Dense, MaxPool2d
 from .runtime import onednn_layers, small_maps_as_matmul
 
 # Convolutions: He-normal on fan-out, as in the ResNet paper's code; the course
@@ -172,7 +172,7 @@ class ResNet(nn.Cell):
             channels = width * block.expansion
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.num_features = channels
-        self.fc = nn.Dense(channels, num_classes)
+        self.fc = Dense(channels, num_classes, onednn=onednn_layers())
 
     def forward_features(self, x):
         """Stage outputs at strides 4, 8, 16, 32 (for detection/segmentation heads)."""
@@ -220,7 +220,7 @@ class SmallResNet(nn.Cell):
             channels = width
         self.layer1, self.layer2, self.layer3 = stages
         self.num_features = channels
-        self.fc = nn.Dense(channels, num_classes)
+        self.fc = Dense(channels, num_classes, onednn=onednn_layers())
 
     def forward_features(self, x):
         x = self.relu(self.norm(self.conv1(x)))

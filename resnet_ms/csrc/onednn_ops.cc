@@ -850,15 +850,32 @@ bool ReadPool(const Args &a, int x, int first, int y, PoolShape *s) {
   return s->oh > 0 && s->ow > 0 && (s->oh - 1) * s->sh < s->h + s->ph && (s->ow - 1) * s->sw < s->w + s->pw;
 }
 
-// Offset in the plane of the first maximum of output pixel (i, j)'s window.
+// Offset in the plane of the first maximum of output pixel (i, j)'s window. Selects, not
+// branches: which pixel wins is data, and mispredicted branches made the stem's 3x3 pool
+// gradient 3.0 ms at batch 64, MindSpore's 1.6 (run 15).
 inline int64_t ArgMax(const float *plane, const PoolShape &s, int64_t i, int64_t j) {
   const int64_t u0 = std::max<int64_t>(0, i * s.sh - s.ph), u1 = std::min(s.h, i * s.sh - s.ph + s.kh);
   const int64_t v0 = std::max<int64_t>(0, j * s.sw - s.pw), v1 = std::min(s.w, j * s.sw - s.pw + s.kw);
   int64_t best = u0 * s.w + v0;
+  float top = plane[best];
   for (int64_t u = u0; u < u1; ++u)
-    for (int64_t v = v0; v < v1; ++v)
-      if (plane[u * s.w + v] > plane[best]) best = u * s.w + v;
+    for (int64_t v = v0; v < v1; ++v) {
+      const int64_t at = u * s.w + v;
+      const bool more = plane[at] > top;
+      top = more ? plane[at] : top;
+      best = more ? at : best;
+    }
   return best;
+}
+
+// The maximum of output pixel (i, j)'s window (the forward's: no index wanted).
+inline float Max(const float *plane, const PoolShape &s, int64_t i, int64_t j) {
+  const int64_t u0 = std::max<int64_t>(0, i * s.sh - s.ph), u1 = std::min(s.h, i * s.sh - s.ph + s.kh);
+  const int64_t v0 = std::max<int64_t>(0, j * s.sw - s.pw), v1 = std::min(s.w, j * s.sw - s.pw + s.kw);
+  float top = plane[u0 * s.w + v0];
+  for (int64_t u = u0; u < u1; ++u)
+    for (int64_t v = v0; v < v1; ++v) top = std::max(top, plane[u * s.w + v]);
+  return top;
 }
 
 // The 2x2 stride-2 case of the gradient: each window's four pixels get the output
@@ -893,7 +910,7 @@ int MaxPoolForward(const Args &a) {
   Ctx().pool.parallel_for(static_cast<int>(s.planes), [&](int p, int) {
     const float *plane = x + p * s.h * s.w;
     for (int64_t i = 0; i < s.oh; ++i)
-      for (int64_t j = 0; j < s.ow; ++j) y[(p * s.oh + i) * s.ow + j] = plane[ArgMax(plane, s, i, j)];
+      for (int64_t j = 0; j < s.ow; ++j) y[(p * s.oh + i) * s.ow + j] = Max(plane, s, i, j);
   });
   return 0;
 }
