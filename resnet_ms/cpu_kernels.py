@@ -4,8 +4,11 @@ MindSpore 2.10's own CPU convolution hands oneDNN plain NCHW tensors, which
 leaves it a slow gemm kernel, and its max-pool gradient is slower still.
 `csrc/onednn_ops.cc` implements the ops that `mindspore.mint`'s conv2d,
 batch_norm and max_pool2d compile to (Conv2DExt, ConvolutionGrad, BatchNormExt,
-BatchNormGradExt, MaxPoolWithMask, MaxPoolGradWithMask), the convolutions with
-oneDNN's fast kernels (those with a 1x1 or 2x2 output as matrix products), and
+BatchNormGradExt, MaxPoolWithMask, MaxPoolGradWithMask) and MindSpore's
+Convolution (which layers.py calls, its output_padding carrying the one pixel
+less that pad_mode='same' puts before at stride 2), the convolutions with
+oneDNN's fast kernels (those with a 1x1 output, and the gradients of those with
+a 2x2 one, as matrix products), and
 the momentum updates of nn.Momentum and engine.DecayedMomentum (ApplyMomentum,
 FusedWeightScaleApplyMomentum) on both cores, against the oneDNN that MindSpore
 ships; MindSpore loads it as its op plugin (MS_OP_PLUGIN_PATH) and routes those
