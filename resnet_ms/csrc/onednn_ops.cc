@@ -959,11 +959,15 @@ __attribute__((optimize("fp-contract=off"))) void Momentum(float *var, float *ac
                                                             const float *decay, const float *scale) {
   auto &pool = Ctx().pool;
   const int64_t parts = size < 65536 ? 1 : pool.get_num_threads();  // small ones: not worth a wake-up
-  pool.parallel_for(static_cast<int>(parts), [&](int part, int) {
+  // The scalars as values in the loop: read through a reference or pointer, each store to
+  // var or acc could change them, and the loop would reload them and not vectorise.
+  const bool decayed = decay != nullptr, scaled = scale != nullptr;
+  const float d = decayed ? *decay : 0.0f, c = scaled ? *scale : 1.0f;
+  pool.parallel_for(static_cast<int>(parts), [=](int part, int) {
     for (int64_t i = size * part / parts, last = size * (part + 1) / parts; i < last; ++i) {
       float g = grad[i];
-      if (decay) g = var[i] * *decay + g;
-      if (scale) g = g * *scale;
+      if (decayed) g = var[i] * d + g;
+      if (scaled) g = g * c;
       acc[i] = acc[i] * momentum + g;
       var[i] -= lr * acc[i];
       out[i] = var[i];
