@@ -722,7 +722,44 @@ struct Planes {  // an NCHW tensor's geometry: n samples of c planes of hw value
     for (size_t i = 2; i < shape.size(); ++i) hw *= shape[i];
   }
   int64_t At(int64_t i, int64_t k) const { return (i * c + k) * hw; }
+  // Planes this small (ResNet's 8x8 to 1x1 maps at 32 px) are walked as one row per
+  // sample over a thread's channels, each channel's value spread over its plane, and the
+  // sums kept per position of the row: a loop per plane of 1-64 values pays its overhead
+  // per plane, and its running float sum does not vectorise. ResNet-50 b64, per call:
+  // 2048 channels on 1x1 0.19 -> 0.10 ms forward, 0.31 -> 0.15 backward; 512 on 4x4
+  // 0.48 -> 0.35, 0.59 -> 0.45; 256 on 8x8 0.96 -> 0.71, 0.98 -> 0.87 (run 16).
+  bool Small() const { return hw <= 64; }
 };
+
+// Per-channel values of channels k0..k1 spread over their planes: a row of (k1-k0)*hw.
+std::vector<float> Spread(const std::vector<float> &per_channel, int64_t hw) {
+  std::vector<float> row(per_channel.size() * hw);
+  for (size_t k = 0; k < per_channel.size(); ++k) std::fill(row.begin() + k * hw, row.begin() + (k + 1) * hw, per_channel[k]);
+  return row;
+}
+
+// Training statistics of small planes: sums of x - (the channel's first value) and of
+// its square, per position of the row, over the samples in double; then per channel.
+void SmallSums(const Planes &t, int64_t k0, int64_t k1, const float *x, std::vector<double> &s,
+               std::vector<double> &ss) {
+  const int64_t len = (k1 - k0) * t.hw;
+  std::vector<float> first(k1 - k0);
+  for (int64_t k = k0; k < k1; ++k) first[k - k0] = x[t.At(0, k)];
+  const std::vector<float> shift = Spread(first, t.hw);
+  std::vector<double> s1(len), s2(len);
+  for (int64_t i = 0; i < t.n; ++i) {
+    const float *p = x + t.At(i, k0);
+    for (int64_t e = 0; e < len; ++e) {
+      const float d = p[e] - shift[e];
+      s1[e] += d;
+      s2[e] += d * d;
+    }
+  }
+  for (int64_t e = 0; e < len; ++e) {
+    s[e / t.hw] += s1[e];
+    ss[e / t.hw] += s2[e];
+  }
+}
 
 int BatchNormForward(const Args &a) {
   if (a.n != 11 || a.nd[0] < 2 || !a.IsF32(0)) return 1;
@@ -737,7 +774,9 @@ int BatchNormForward(const Args &a) {
     // variance does not cancel; float sums per plane, planes add up in double.
     std::vector<double> s(k1 - k0), ss(k1 - k0);
     std::vector<float> scale(k1 - k0), offset(k1 - k0);
-    if (training)
+    if (training && t.Small())
+      SmallSums(t, k0, k1, x, s, ss);
+    else if (training)
       for (int64_t i = 0; i < t.n; ++i)
         for (int64_t k = k0; k < k1; ++k) {
           const float *p = x + t.At(i, k), first = x[t.At(0, k)];
@@ -766,6 +805,16 @@ int BatchNormForward(const Args &a) {
       scale[k - k0] = static_cast<float>(gamma * invstd);
       offset[k - k0] = static_cast<float>((b ? b[k] : 0.0) - mean * gamma * invstd);
     }
+    if (t.Small()) {
+      const std::vector<float> g = Spread(scale, t.hw), o = Spread(offset, t.hw);
+      const int64_t len = (k1 - k0) * t.hw;
+      for (int64_t i = 0; i < t.n; ++i) {
+        const float *p = x + t.At(i, k0);
+        float *q = y + t.At(i, k0);
+        for (int64_t e = 0; e < len; ++e) q[e] = p[e] * g[e] + o[e];
+      }
+      return;
+    }
     for (int64_t i = 0; i < t.n; ++i)
       for (int64_t k = k0; k < k1; ++k) {
         const float *p = x + t.At(i, k), g = scale[k - k0], o = offset[k - k0];
@@ -791,17 +840,34 @@ int BatchNormBackward(const Args &a) {
     std::vector<double> sum_dy(k1 - k0), sum_dy_xc(k1 - k0);  // sum(dy), sum(dy * (x - mean))
     std::vector<float> mu(k1 - k0), a1(k1 - k0), a2(k1 - k0), a3(k1 - k0);
     for (int64_t k = k0; k < k1; ++k) mu[k - k0] = training ? save_mean[k] : rm[k];
-    for (int64_t i = 0; i < t.n; ++i)
-      for (int64_t k = k0; k < k1; ++k) {
-        const float *g = dy + t.At(i, k), *p = x + t.At(i, k), centre = mu[k - k0];
-        float s1 = 0, s2 = 0;
-        for (int64_t j = 0; j < t.hw; ++j) {
-          s1 += g[j];
-          s2 += g[j] * (p[j] - centre);
+    const int64_t len = (k1 - k0) * t.hw;
+    const std::vector<float> centres = t.Small() ? Spread(mu, t.hw) : std::vector<float>();
+    if (t.Small()) {
+      std::vector<double> s1(len), s2(len);
+      for (int64_t i = 0; i < t.n; ++i) {
+        const float *g = dy + t.At(i, k0), *p = x + t.At(i, k0);
+        for (int64_t e = 0; e < len; ++e) {
+          s1[e] += g[e];
+          s2[e] += g[e] * (p[e] - centres[e]);
         }
-        sum_dy[k - k0] += s1;
-        sum_dy_xc[k - k0] += s2;
       }
+      for (int64_t e = 0; e < len; ++e) {
+        sum_dy[e / t.hw] += s1[e];
+        sum_dy_xc[e / t.hw] += s2[e];
+      }
+    } else {
+      for (int64_t i = 0; i < t.n; ++i)
+        for (int64_t k = k0; k < k1; ++k) {
+          const float *g = dy + t.At(i, k), *p = x + t.At(i, k), centre = mu[k - k0];
+          float s1 = 0, s2 = 0;
+          for (int64_t j = 0; j < t.hw; ++j) {
+            s1 += g[j];
+            s2 += g[j] * (p[j] - centre);
+          }
+          sum_dy[k - k0] += s1;
+          sum_dy_xc[k - k0] += s2;
+        }
+    }
     for (int64_t k = k0; k < k1; ++k) {
       const double invstd = training ? save_invstd[k] : 1.0 / std::sqrt(rv[k] + eps), gamma = w ? w[k] : 1.0;
       if (mask.size() > 1 && mask[1] && dw) dw[k] = static_cast<float>(sum_dy_xc[k - k0] * invstd);
@@ -813,6 +879,15 @@ int BatchNormBackward(const Args &a) {
       a3[k - k0] = training ? static_cast<float>(invstd * invstd * sum_dy_xc[k - k0] / m) : 0.0f;
     }
     if (!want_dx) return;
+    if (t.Small()) {
+      const std::vector<float> c1 = Spread(a1, t.hw), c2 = Spread(a2, t.hw), c3 = Spread(a3, t.hw);
+      for (int64_t i = 0; i < t.n; ++i) {
+        const float *g = dy + t.At(i, k0), *p = x + t.At(i, k0);
+        float *q = dx + t.At(i, k0);
+        for (int64_t e = 0; e < len; ++e) q[e] = c1[e] * (g[e] - c2[e] - (p[e] - centres[e]) * c3[e]);
+      }
+      return;
+    }
     for (int64_t i = 0; i < t.n; ++i)
       for (int64_t k = k0; k < k1; ++k) {
         const float *g = dy + t.At(i, k), *p = x + t.At(i, k);
