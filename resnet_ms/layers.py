@@ -144,7 +144,9 @@ class BatchNorm2d(nn.BatchNorm2d):
 
 class MaxPool2d(nn.MaxPool2d):
     """A max-pool; `padding`: "valid", "same" (MindSpore's: the extra pixel after) or a
-    number of pixels on every side (torchvision's; resnet_ms's kernels only)."""
+    number of pixels on every side (torchvision's; resnet_ms's kernels only). On the
+    kernels because MindSpore's own CPU pool runs on one thread and its gradient is slow
+    (benchmarks/RESULTS.md runs 7 and 15)."""
 
     def __init__(self, kernel_size, stride=None, padding="valid", onednn=False):
         stride = stride or kernel_size
@@ -154,7 +156,7 @@ class MaxPool2d(nn.MaxPool2d):
         self.onednn, self.size, self.step, self.padding = onednn, kernel_size, stride, padding
 
     def construct(self, x):
-        if not self.onednn:  # MindSpore's own CPU gradient of this pool is slow (benchmarks/RESULTS.md run 7)
+        if not self.onednn:
             return super().construct(x)
         if self.padding == "valid":
             return mint.nn.functional.max_pool2d(x, self.size, self.step)
