@@ -133,6 +133,7 @@ def init_context(device_target="auto", mode="graph", seed=None):
         raise UserError(f"--mode pynative: with resnet_ms's CPU kernels loaded, MindSpore {ms.__version__} "
                         "computes eager operations on tensor views wrongly (resnet_ms/cpu_kernels.py); "
                         f"run with {cpu_kernels.VAR}=native, or in graph mode")
+    check_kernel_settings()  # also where the kernels are not loaded: a typo is refused the same everywhere
     ms.set_device(target)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     if seed is not None:
@@ -144,6 +145,22 @@ def init_context(device_target="auto", mode="graph", seed=None):
 
 OP_THREADS_VAR = "RESNET_MS_OP_THREADS"
 MAX_OP_THREADS = 1024  # MindSpore takes any positive number; more than this is a typo
+# Read by the kernels' library (csrc/onednn_ops.cc), which would take a typo as 0: their
+# pool's size, and how long its threads wait awake for work (a second is a typo too)
+KERNEL_SETTINGS = {"RESNET_MS_KERNEL_THREADS": (1, MAX_OP_THREADS), "RESNET_MS_KERNEL_SPIN_US": (0, 1_000_000)}
+
+
+def _whole_number(var, low, high):
+    """The environment variable `var` as set (or ""), refused unless a whole number in low..high."""
+    n = os.environ.get(var, "")
+    if n and (not n.isdigit() or not low <= int(n) <= high):
+        raise UserError(f"{var}={n}: a whole number, {low} to {high}")
+    return n
+
+
+def check_kernel_settings():
+    for var, (low, high) in KERNEL_SETTINGS.items():
+        _whole_number(var, low, high)
 
 
 def operator_threads():
@@ -154,11 +171,9 @@ def operator_threads():
     network later built on MindSpore's ops (--amp_level O2, export) gets one thread too.
     Returns the line that is logged."""
     import mindspore as ms
-    n = os.environ.get(OP_THREADS_VAR, "")
+    n = _whole_number(OP_THREADS_VAR, 1, MAX_OP_THREADS)
     if not n and not cpu_kernels.active():
         return "operator threads: MindSpore's"
-    if n and (not n.isdigit() or not 1 <= int(n) <= MAX_OP_THREADS):
-        raise UserError(f"{OP_THREADS_VAR}={n}: a whole number of threads, 1 to {MAX_OP_THREADS}")
     if not _op_threads:  # MindSpore takes the setting once per process
         try:
             ms.device_context.cpu.op_tuning.threads_num(int(n or 1))

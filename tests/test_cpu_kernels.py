@@ -253,11 +253,13 @@ def test_mindspores_operator_threads_give_way_to_the_kernels(kernels, threads):
     assert line.startswith(expected or "operator threads: MindSpore's"), line
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "2.5", "two", "5000"])
-def test_a_bad_operator_thread_count_is_one_error_line(synthetic_cifar, tmp_path, value):
+@pytest.mark.parametrize("var, value", [("RESNET_MS_OP_THREADS", v) for v in ("0", "-1", "2.5", "two", "5000")]
+                         + [("RESNET_MS_KERNEL_THREADS", v) for v in ("0", "x")]
+                         + [("RESNET_MS_KERNEL_SPIN_US", v) for v in ("-1", "2e2", "1000001")])
+def test_a_bad_thread_setting_is_one_error_line(synthetic_cifar, tmp_path, var, value):
     proc = run_script("train.py", "--data_dir", synthetic_cifar, "--output_dir", tmp_path / "run", check=False,
-                      env={"RESNET_MS_OP_THREADS": value})
-    assert f"RESNET_MS_OP_THREADS={value}: a whole number" in one_error_line(proc) and not (tmp_path / "run").exists()
+                      env={var: value})
+    assert f"{var}={value}: a whole number" in one_error_line(proc) and not (tmp_path / "run").exists()
 
 
 STEM = """

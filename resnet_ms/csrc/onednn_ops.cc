@@ -67,9 +67,9 @@ using dt = dnnl::memory::data_type;
 thread_local bool tl_in_parallel = false;
 
 // How long a thread of the pool waits for work (or the caller for its workers) awake
-// before it sleeps. 200 us: ResNet-18 b64 training 606-664 images/s without, 720-760
-// at 200, and no better at 1000 or 5000 (run 15); GNU OpenMP, PyTorch's, spins about
-// as long by default. RESNET_MS_KERNEL_SPIN_US=0: sleep at once.
+// before it sleeps. 200 us: ResNet-18 b64 training 606-664 images/s without, 721-759
+// at 200, 731-786 at 1000 and 5000, within the noise of each other (run 15); GNU OpenMP,
+// PyTorch's, spins about as long by default. RESNET_MS_KERNEL_SPIN_US=0: sleep at once.
 int SpinMicroseconds() {
   const char *env = std::getenv("RESNET_MS_KERNEL_SPIN_US");
   return env ? std::max(0, std::atoi(env)) : 200;
@@ -502,9 +502,10 @@ const float *PixelWeight(const Pixel &p, float *w) {
   return buf;
 }
 
-void PixelForward(const Args &a, const Pixel &p, bool bias) {
-  const float *x = PixelInput(p, a.F(0), a.p[0] == a.p[7]), *w = PixelWeight(p, a.F(1));
-  float *y = a.F(7);
+// input, weight, bias at 0-2, the output at `out`
+void PixelForward(const Args &a, const Pixel &p, bool bias, int out) {
+  const float *x = PixelInput(p, a.F(0), a.p[0] == a.p[out]), *w = PixelWeight(p, a.F(1));
+  float *y = a.F(out);
   Gemm('N', 'T', p.n, p.o, p.K(), x, p.K(), w, p.K(), y, p.o);
   if (!bias) return;
   const float *b = a.F(2);
@@ -618,20 +619,21 @@ void SmallBackward(const Args &a, const Small &m, bool want_dx, bool want_dw) {
 // RESNET_MS_ONEDNN_ONLY=1: these too on oneDNN's kernels (to measure what the products save)
 const bool kPixelOff = std::getenv("RESNET_MS_ONEDNN_ONLY") != nullptr;
 
-int ConvForward(const Args &a, const ConvShape &s) {
+// input, weight, bias at 0-2, the output at `out`
+int ConvForward(const Args &a, const ConvShape &s, int out) {
   Pixel px;
   if (!kPixelOff && AsPixel(s, &px)) {
-    PixelForward(a, px, s.bias);
+    PixelForward(a, px, s.bias, out);
     return 0;
   }
   auto &ctx = Ctx();
   Conv &c = GetConv(s);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, c.f_src.In(a.p[0], a.p[0] == a.p[7])},
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, c.f_src.In(a.p[0], a.p[0] == a.p[out])},
                                        {DNNL_ARG_WEIGHTS, c.f_wei.In(a.p[1])},
-                                       {DNNL_ARG_DST, c.f_dst.Target(a.p[7])}};
+                                       {DNNL_ARG_DST, c.f_dst.Target(a.p[out])}};
   if (s.bias) args.emplace(DNNL_ARG_BIAS, memory(c.bias_md, ctx.engine, a.p[2]));
   c.fwd.execute(ctx.stream, args);
-  c.f_dst.Out(a.p[7]);
+  c.f_dst.Out(a.p[out]);
   return 0;
 }
 
@@ -639,26 +641,15 @@ int ConvForward(const Args &a, const ConvShape &s) {
 int Conv2DForward(const Args &a) {
   ConvShape s;
   if (a.n != 8 || a.Int(6) != 1 || !ReadConv(a, 0, 1, 7, 2, 3, &s)) return 1;
-  return ConvForward(a, s);
+  return ConvForward(a, s, 7);
 }
 
 // Convolution: input, weight, bias, stride, padding, dilation, transposed, output_padding,
-// groups -> output. Its arguments are passed on in Conv2DExt's order (the output at 7).
+// groups -> output
 int ConvolutionForward(const Args &a) {
   ConvShape s;
   if (a.n != 10 || a.Bool(6) || a.Int(8) != 1 || !ReadConv(a, 0, 1, 9, 2, 3, &s, 7)) return 1;
-  const int order[8] = {0, 1, 2, 3, 4, 5, 8, 9};
-  void *p[8];
-  int nd[8];
-  int64_t *sh[8];
-  const char *dtype[8];
-  for (int i = 0; i < 8; ++i) {
-    p[i] = a.p[order[i]];
-    nd[i] = a.nd[order[i]];
-    sh[i] = a.sh[order[i]];
-    dtype[i] = a.dtype[order[i]];
-  }
-  return ConvForward(Args{8, p, nd, sh, dtype}, s);
+  return ConvForward(a, s, 9);
 }
 
 // ConvolutionGrad (of both): output_padding is Convolution's padding shortfall (Conv2DExt's is 0).
